@@ -1,0 +1,36 @@
+# Every target creates .venv on first use, so each works on a fresh clone.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-dev
+OFFLINE := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
+
+.PHONY: help install train test test-all lint typecheck data
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -c constraints.txt -e ".[dev]"
+	touch $@
+
+install: $(STAMP)  ## create .venv and install the package with its dev extras
+
+train: $(STAMP)  ## the main job, offline (for now: score the packaged all-MiniLM-L6-v2 on STS-B test)
+	$(OFFLINE) $(PY) scripts/stsb_baseline.py
+
+test: $(STAMP)  ## the default test suite (no slow tests), offline
+	$(OFFLINE) $(PY) -m pytest -q
+
+test-all: $(STAMP)  ## every test, slow ones included
+	$(OFFLINE) $(PY) -m pytest -q -m ""
+
+lint: $(STAMP)  ## ruff lint and format check
+	$(PY) -m ruff check . && $(PY) -m ruff format --check .
+
+typecheck: $(STAMP)  ## mypy on the package
+	$(PY) -m mypy
+
+data: $(STAMP)  ## rebuild data/ from the raw files in ../shared/data
+	$(PY) scripts/build_data.py

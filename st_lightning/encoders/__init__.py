@@ -1,0 +1,17 @@
+"""Sentence encoders: a transformer backbone with pooling, loading and saving the sentence-transformers layout."""
+
+from st_lightning.encoders.dense import Dense
+from st_lightning.encoders.hub import PACKAGED_MODELS, resolve_model_path
+from st_lightning.encoders.pooling import POOLING_MODES, Pooling
+from st_lightning.encoders.sentence_encoder import SentenceEncoder
+from st_lightning.encoders.tiny import tiny_encoder
+
+__all__ = [
+    "POOLING_MODES",
+    "PACKAGED_MODELS",
+    "Dense",
+    "Pooling",
+    "SentenceEncoder",
+    "resolve_model_path",
+    "tiny_encoder",
+]

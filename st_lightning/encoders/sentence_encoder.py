@@ -1,0 +1,200 @@
+"""SentenceEncoder: transformer + pooling (+ dense) (+ normalize), as one `nn.Module`."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from st_lightning.encoders.dense import Dense
+from st_lightning.encoders.pooling import Pooling
+
+SimilarityFn = Literal["cosine", "dot", "euclidean", "manhattan"]
+
+
+class SentenceEncoder(nn.Module):
+    """Maps texts to fixed-size embeddings; loads and saves the sentence-transformers layout.
+
+    Args:
+        transformer: a Hugging Face backbone whose first output is the token embeddings.
+        tokenizer: its tokenizer.
+        pooling: how token embeddings become one vector.
+        dense: optional projections applied after pooling, in order.
+        normalize: L2-normalize the output (what sentence-transformers' Normalize module does).
+        max_seq_length: longer inputs are truncated to this many tokens.
+        do_lower_case: lowercase texts before tokenizing.
+        prompts: named prefixes, e.g. `{"query": "query: "}`.
+        default_prompt_name: the prompt used when none is given.
+        similarity_fn_name: the similarity the model was trained for.
+    """
+
+    def __init__(
+        self,
+        transformer: PreTrainedModel,
+        tokenizer: PreTrainedTokenizerBase,
+        pooling: Pooling | None = None,
+        dense: Sequence[Dense] = (),
+        normalize: bool = False,
+        max_seq_length: int | None = None,
+        do_lower_case: bool = False,
+        prompts: dict[str, str] | None = None,
+        default_prompt_name: str | None = None,
+        similarity_fn_name: SimilarityFn = "cosine",
+    ) -> None:
+        super().__init__()
+        self.transformer = transformer
+        self.tokenizer = tokenizer
+        self.pooling = pooling or Pooling(transformer.config.hidden_size)
+        self.dense = nn.ModuleList(dense)
+        self.normalize = normalize
+        limit = min(tokenizer.model_max_length, getattr(transformer.config, "max_position_embeddings", 10**9))
+        self.max_seq_length = int(max_seq_length or min(limit, 512))
+        self.do_lower_case = do_lower_case
+        self.prompts = dict(prompts or {})
+        if default_prompt_name is not None and default_prompt_name not in self.prompts:
+            raise ValueError(
+                f"default_prompt_name {default_prompt_name!r} is not one of the prompts "
+                f"{sorted(self.prompts)}."
+            )
+        self.default_prompt_name = default_prompt_name
+        if similarity_fn_name not in ("cosine", "dot", "euclidean", "manhattan"):
+            raise ValueError(
+                f"Unknown similarity_fn_name {similarity_fn_name!r}; "
+                "choose cosine, dot, euclidean or manhattan."
+            )
+        self.similarity_fn_name = similarity_fn_name
+
+    # ---- loading and saving -------------------------------------------------------------------
+    @classmethod
+    def from_pretrained(cls, name_or_path: str | os.PathLike, **kwargs) -> SentenceEncoder:
+        """Load a Hub id or folder: a sentence-transformers model, or a plain transformer (which
+        gets mean pooling). See `st_lightning.encoders.st_format.load_encoder` for the options."""
+        from st_lightning.encoders.st_format import load_encoder
+
+        return load_encoder(name_or_path, **kwargs)
+
+    def save_pretrained(self, path: str | os.PathLike, model_card: str | None = None) -> Path:
+        """Write the sentence-transformers v2-v5 layout to `path` atomically; returns the path."""
+        from st_lightning.encoders.st_format import save_encoder
+
+        return save_encoder(self, path, model_card=model_card)
+
+    # ---- the model --------------------------------------------------------------------------------
+    @property
+    def embedding_dimension(self) -> int:
+        return self.dense[-1].linear.out_features if len(self.dense) else self.pooling.output_dimension
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    def resolve_prompt(self, prompt_name: str | None = None, prompt: str | None = None) -> str:
+        if prompt is not None:
+            return prompt
+        name = prompt_name if prompt_name is not None else self.default_prompt_name
+        if name is None:
+            return ""
+        if name not in self.prompts:
+            raise ValueError(f"Unknown prompt_name {name!r}; this model has {sorted(self.prompts)}.")
+        return self.prompts[name]
+
+    def tokenize(self, texts: Sequence[str], prompt: str = "") -> dict[str, Tensor]:
+        """Tokenize `texts` (after the prompt prefix) into padded tensors on the CPU."""
+        check_texts(texts)
+        batch = [prompt + t for t in texts] if prompt else list(texts)
+        if self.do_lower_case:
+            batch = [t.lower() for t in batch]
+        features = dict(
+            self.tokenizer(
+                batch,
+                padding=True,
+                truncation="longest_first",
+                max_length=self.max_seq_length,
+                return_tensors="pt",
+            )
+        )
+        if prompt and not self.pooling.include_prompt:
+            # Prompt tokens without the closing special token, as sentence-transformers counts them.
+            features["prompt_length"] = len(self.tokenizer(prompt)["input_ids"]) - 1
+        return features
+
+    def token_embeddings(self, features: dict[str, Tensor]) -> Tensor:
+        inputs = {k: v for k, v in features.items() if k != "prompt_length"}
+        return self.transformer(**inputs, return_dict=True)[0]
+
+    def forward(self, features: dict[str, Tensor]) -> Tensor:
+        """Sentence embeddings (batch, dim) for tokenized `features`."""
+        tokens = self.token_embeddings(features)
+        x = self.pooling(tokens, features["attention_mask"], int(features.get("prompt_length", 0)))
+        for layer in self.dense:
+            x = layer(x)
+        return F.normalize(x, p=2, dim=-1) if self.normalize else x
+
+    # ---- inference ----------------------------------------------------------------------------
+    @torch.inference_mode()
+    def encode(
+        self,
+        texts: str | Sequence[str],
+        batch_size: int = 32,
+        prompt_name: str | None = None,
+        prompt: str | None = None,
+        convert_to: Literal["numpy", "tensor"] = "numpy",
+        normalize_embeddings: bool = False,
+        precision: Literal["float32", "bfloat16"] = "float32",
+        device: str | torch.device | None = None,
+    ) -> np.ndarray | Tensor:
+        """Embed `texts`, longest first to waste little padding, returned in the input order.
+
+        A single string gives one vector; an empty list gives an empty (0, dim) array.
+        """
+        single = isinstance(texts, str)
+        items: list[str] = [texts] if single else list(texts)  # type: ignore[list-item]
+        check_texts(items)
+        prefix = self.resolve_prompt(prompt_name, prompt)
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
+        if device is not None:
+            self.to(device)
+        was_training = self.training
+        self.eval()
+        order = np.argsort([-len(t) for t in items], kind="stable")
+        dev = self.device
+        autocast = (
+            torch.autocast(dev.type, dtype=torch.bfloat16) if precision == "bfloat16" else nullcontext()
+        )
+        chunks: list[Tensor] = []
+        with autocast:
+            for start in range(0, len(items), batch_size):
+                batch = [items[i] for i in order[start : start + batch_size]]
+                features = self.tokenize(batch, prefix)
+                features = {k: v.to(dev) if isinstance(v, Tensor) else v for k, v in features.items()}
+                chunks.append(self(features).float())
+        self.train(was_training)
+        if chunks:
+            out = torch.empty((len(items), chunks[0].shape[1]), device=chunks[0].device)
+            out[torch.as_tensor(order, device=out.device)] = torch.cat(chunks)
+        else:
+            out = torch.empty((0, self.embedding_dimension))
+        if normalize_embeddings:
+            out = F.normalize(out, p=2, dim=-1)
+        if single:
+            out = out[0]
+        return out.cpu().numpy() if convert_to == "numpy" else out
+
+
+def check_texts(texts: Sequence[object]) -> None:
+    """Fail with the index and type of the first item that is not a string."""
+    for i, t in enumerate(texts):
+        if not isinstance(t, str):
+            raise TypeError(
+                f"Texts must be strings; item {i} is {type(t).__name__} ({t!r:.60}). "
+                "Convert or drop it before encoding."
+            )
