@@ -107,8 +107,16 @@ def read_quora(path: Path) -> dict[str, dict[str, list]]:
             pair_class["sentence2"].append(fields[4])
             pair_class["label"].append(int(fields[5]))
     pair = {
-        "anchor": [s for s, lab in zip(pair_class["sentence1"], pair_class["label"]) if lab == 1],
-        "positive": [s for s, lab in zip(pair_class["sentence2"], pair_class["label"]) if lab == 1],
+        "anchor": [
+            s
+            for s, lab in zip(pair_class["sentence1"], pair_class["label"], strict=True)
+            if lab == 1
+        ],
+        "positive": [
+            s
+            for s, lab in zip(pair_class["sentence2"], pair_class["label"], strict=True)
+            if lab == 1
+        ],
     }
     print(f"quora: repaired {repaired} malformed line(s)")
     return {"pair": pair, "pair-class": pair_class}

@@ -49,7 +49,11 @@ def test_saved_minilm_loads_unchanged_in_sentence_transformers(minilm, stsb_sent
     assert reloaded.max_seq_length == 256
     assert (path / "model.safetensors").exists() and not (path / "pytorch_model.bin").exists()
     modules = json.loads((path / "modules.json").read_text())
-    assert [m["type"].rsplit(".", 1)[-1] for m in modules] == ["Transformer", "Pooling", "Normalize"]
+    assert [m["type"].rsplit(".", 1)[-1] for m in modules] == [
+        "Transformer",
+        "Pooling",
+        "Normalize",
+    ]
 
 
 @pytest.mark.parametrize("mode", POOLING_MODES)
@@ -120,7 +124,9 @@ def test_prompts_and_include_prompt_match_sentence_transformers(tmp_path):
     assert ref.prompts["query"] == "query: "
     for name in ("query", "passage"):
         np.testing.assert_allclose(
-            encoder.encode(TEXTS, prompt_name=name), st_encode(ref, TEXTS, prompt_name=name), atol=2e-5
+            encoder.encode(TEXTS, prompt_name=name),
+            st_encode(ref, TEXTS, prompt_name=name),
+            atol=2e-5,
         )
     with_prompt = encoder.encode(TEXTS, prompt_name="query")
     assert not np.allclose(with_prompt, encoder.encode(TEXTS))

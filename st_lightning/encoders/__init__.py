@@ -1,4 +1,4 @@
-"""Sentence encoders: a transformer backbone with pooling, loading and saving the sentence-transformers layout."""
+"""Sentence encoders: transformer + pooling, in and out of the sentence-transformers layout."""
 
 from st_lightning.encoders.dense import Dense
 from st_lightning.encoders.hub import PACKAGED_MODELS, resolve_model_path

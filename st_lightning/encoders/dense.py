@@ -18,7 +18,8 @@ def activation_from_name(name: str) -> nn.Module:
     module_name, _, cls_name = name.rpartition(".")
     if not module_name.startswith("torch.nn") or cls_name not in _ACTIVATIONS:
         raise ValueError(
-            f"Unsupported Dense activation {name!r}; use one of torch.nn.{{{','.join(_ACTIVATIONS)}}}."
+            f"Unsupported Dense activation {name!r}; "
+            f"use one of torch.nn.{{{','.join(_ACTIVATIONS)}}}."
         )
     return getattr(importlib.import_module(module_name), cls_name)()
 

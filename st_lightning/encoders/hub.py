@@ -72,7 +72,9 @@ def resolve_model_path(
     except Exception as err:  # noqa: BLE001 - any Hub failure falls back the same way
         packaged = packaged_model_path(name)
         if packaged is not None:
-            why = "HF_HUB_OFFLINE=1" if offline else f"the Hub is unreachable ({type(err).__name__})"
+            why = (
+                "HF_HUB_OFFLINE=1" if offline else f"the Hub is unreachable ({type(err).__name__})"
+            )
             log.warning("Using the packaged copy of %s at %s: %s.", name, packaged, why)
             return packaged
         hint = (

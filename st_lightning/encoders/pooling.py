@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Literal, get_args
 
 import torch
@@ -34,7 +35,7 @@ class Pooling(nn.Module):
     def __init__(
         self,
         embedding_dimension: int,
-        pooling_mode: PoolingMode | list[PoolingMode] = "mean",
+        pooling_mode: PoolingMode | Sequence[PoolingMode] | str | Sequence[str] = "mean",
         include_prompt: bool = True,
     ) -> None:
         super().__init__()

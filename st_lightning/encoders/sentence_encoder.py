@@ -6,7 +6,7 @@ import os
 from collections.abc import Sequence
 from contextlib import nullcontext
 from pathlib import Path
-from typing import Literal
+from typing import Literal, cast
 
 import numpy as np
 import torch
@@ -47,7 +47,7 @@ class SentenceEncoder(nn.Module):
         do_lower_case: bool = False,
         prompts: dict[str, str] | None = None,
         default_prompt_name: str | None = None,
-        similarity_fn_name: SimilarityFn = "cosine",
+        similarity_fn_name: SimilarityFn | str = "cosine",
     ) -> None:
         super().__init__()
         self.transformer = transformer
@@ -55,7 +55,10 @@ class SentenceEncoder(nn.Module):
         self.pooling = pooling or Pooling(transformer.config.hidden_size)
         self.dense = nn.ModuleList(dense)
         self.normalize = normalize
-        limit = min(tokenizer.model_max_length, getattr(transformer.config, "max_position_embeddings", 10**9))
+        limit = min(
+            tokenizer.model_max_length,
+            getattr(transformer.config, "max_position_embeddings", 10**9),
+        )
         self.max_seq_length = int(max_seq_length or min(limit, 512))
         self.do_lower_case = do_lower_case
         self.prompts = dict(prompts or {})
@@ -87,10 +90,15 @@ class SentenceEncoder(nn.Module):
 
         return save_encoder(self, path, model_card=model_card)
 
-    # ---- the model --------------------------------------------------------------------------------
+    # ---- the model ----------------------------------------------------------------------------
+    @property
+    def dense_layers(self) -> list[Dense]:
+        return [cast(Dense, layer) for layer in self.dense]
+
     @property
     def embedding_dimension(self) -> int:
-        return self.dense[-1].linear.out_features if len(self.dense) else self.pooling.output_dimension
+        layers = self.dense_layers
+        return layers[-1].linear.out_features if layers else self.pooling.output_dimension
 
     @property
     def device(self) -> torch.device:
@@ -103,7 +111,9 @@ class SentenceEncoder(nn.Module):
         if name is None:
             return ""
         if name not in self.prompts:
-            raise ValueError(f"Unknown prompt_name {name!r}; this model has {sorted(self.prompts)}.")
+            raise ValueError(
+                f"Unknown prompt_name {name!r}; this model has {sorted(self.prompts)}."
+            )
         return self.prompts[name]
 
     def tokenize(self, texts: Sequence[str], prompt: str = "") -> dict[str, Tensor]:
@@ -168,14 +178,18 @@ class SentenceEncoder(nn.Module):
         order = np.argsort([-len(t) for t in items], kind="stable")
         dev = self.device
         autocast = (
-            torch.autocast(dev.type, dtype=torch.bfloat16) if precision == "bfloat16" else nullcontext()
+            torch.autocast(dev.type, dtype=torch.bfloat16)
+            if precision == "bfloat16"
+            else nullcontext()
         )
         chunks: list[Tensor] = []
         with autocast:
             for start in range(0, len(items), batch_size):
                 batch = [items[i] for i in order[start : start + batch_size]]
                 features = self.tokenize(batch, prefix)
-                features = {k: v.to(dev) if isinstance(v, Tensor) else v for k, v in features.items()}
+                features = {
+                    k: v.to(dev) if isinstance(v, Tensor) else v for k, v in features.items()
+                }
                 chunks.append(self(features).float())
         self.train(was_training)
         if chunks:

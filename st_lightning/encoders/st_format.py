@@ -27,9 +27,17 @@ _SBERT_CONFIGS = ["sentence_bert_config.json"] + [
     for arch in ("roberta", "distilbert", "camembert", "albert", "xlm-roberta", "xlnet")
 ]
 _KNOWN_MODULES = ("Transformer", "Pooling", "Dense", "Normalize")
+_TOKENIZER_FILES = (
+    "tokenizer.json",
+    "vocab.txt",
+    "vocab.json",
+    "tokenizer.model",
+    "spiece.model",
+    "sentencepiece.bpe.model",
+)
 
 
-def _read_json(path: Path) -> dict[str, Any]:
+def _read_json(path: Path) -> Any:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as err:
@@ -50,8 +58,15 @@ def _load_backbone(folder: Path, trust_remote_code: bool, model_kwargs: dict[str
             f"No usable tokenizer in {folder} (tokenizer.json / vocab files): {err}. "
             "Save the tokenizer beside the model (tokenizer.save_pretrained(folder))."
         ) from err
-    if isinstance(tokenizer, bool) or not callable(tokenizer):
-        raise FileNotFoundError(f"No usable tokenizer in {folder}.")
+    vocab_size = getattr(transformer.config, "vocab_size", None) or 0
+    # transformers 5 builds an empty tokenizer (special tokens only) when the files are missing.
+    if not any((folder / name).exists() for name in _TOKENIZER_FILES) or len(tokenizer) < min(
+        vocab_size, 1000
+    ):
+        raise FileNotFoundError(
+            f"No tokenizer in {folder}: none of {', '.join(_TOKENIZER_FILES)} is there. Save the "
+            "tokenizer beside the model (tokenizer.save_pretrained(folder))."
+        )
     return transformer, tokenizer
 
 
@@ -91,7 +106,7 @@ def load_encoder(
                 f"{modules_file} lists modules {kinds}; st_lightning loads Transformer, then "
                 "Pooling, then any Dense, then an optional Normalize."
             )
-        for entry, kind in zip(entries, kinds):
+        for entry, kind in zip(entries, kinds, strict=True):
             sub = folder / entry.get("path", "")
             if kind == "Transformer":
                 transformer, tokenizer = _load_backbone(sub, trust_remote_code, kwargs)
@@ -106,7 +121,9 @@ def load_encoder(
                 if (sub / "model.safetensors").exists():
                     state = load_file(sub / "model.safetensors")
                 else:
-                    state = torch.load(sub / "pytorch_model.bin", map_location="cpu", weights_only=True)
+                    state = torch.load(
+                        sub / "pytorch_model.bin", map_location="cpu", weights_only=True
+                    )
                 layer.load_state_dict(state, strict=False)
                 dense.append(layer)
             else:
@@ -174,7 +191,7 @@ def write_folder(encoder: SentenceEncoder, out: Path) -> None:
     )
     modules = [("", "Transformer"), ("1_Pooling", "Pooling")]
     _write_json(out / "1_Pooling" / "config.json", encoder.pooling.config())
-    for layer in encoder.dense:
+    for layer in encoder.dense_layers:
         sub = f"{len(modules)}_Dense"
         modules.append((sub, "Dense"))
         _write_json(out / sub / "config.json", layer.config())
@@ -203,7 +220,9 @@ def write_folder(encoder: SentenceEncoder, out: Path) -> None:
     )
 
 
-def save_encoder(encoder: SentenceEncoder, path: str | os.PathLike, model_card: str | None = None) -> Path:
+def save_encoder(
+    encoder: SentenceEncoder, path: str | os.PathLike, model_card: str | None = None
+) -> Path:
     """Save atomically: nothing appears at `path` until every file is written."""
     target = Path(path).expanduser().resolve()
     target.parent.mkdir(parents=True, exist_ok=True)
