@@ -1,0 +1,279 @@
+"""Every loss against sentence-transformers' loss of the same name: same value, same gradients.
+
+The reference losses are fed the same embeddings through a stub model that returns them, or
+through their `compute_loss_from_embeddings`.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from sentence_transformers.sentence_transformer import losses as st
+from torch import nn
+
+from st_lightning import losses as ours
+
+B, D = 12, 16
+
+
+class Stub(nn.Module):
+    """Stands in for a SentenceTransformer: returns the embeddings it is handed."""
+
+    device = torch.device("cpu")
+
+    def forward(self, features):
+        return {"sentence_embedding": features["emb"]}
+
+    def get_embedding_dimension(self):
+        return D
+
+    get_sentence_embedding_dimension = get_embedding_dimension
+
+
+STUB = Stub()
+
+
+def scores():
+    return torch.rand(B, dtype=torch.float64)
+
+
+def binary():
+    return torch.tensor([0, 1] * (B // 2), dtype=torch.float64)[torch.randperm(B)]
+
+
+def classes():
+    return torch.randint(0, 3, (B,))
+
+
+def groups():
+    return torch.arange(B) % 4  # several rows per label, as group_by_label batches have
+
+
+def teacher_embeddings():
+    return torch.randn(B, D, dtype=torch.float64)
+
+
+def teacher_embeddings_3d():
+    return torch.randn(B, 2, D, dtype=torch.float64)
+
+
+def no_label():
+    return None
+
+
+def margins(k):
+    return lambda: torch.randn(B, k, dtype=torch.float64)
+
+
+# id: (our loss, the reference, number of columns, label maker)
+CASES = {
+    "mnrl_pairs": (ours.MultipleNegativesRankingLoss(), st.MultipleNegativesRankingLoss(STUB), 2, no_label),
+    "mnrl_triplets": (ours.MultipleNegativesRankingLoss(), st.MultipleNegativesRankingLoss(STUB), 3, no_label),
+    "mnrl_3_negatives_dot": (
+        ours.MultipleNegativesRankingLoss(scale=1.0, similarity="dot"),
+        st.MultipleNegativesRankingLoss(STUB, scale=1.0, similarity_fct=lambda a, b: a @ b.T),
+        5,
+        no_label,
+    ),
+    "mnrl_gte_all_directions": (
+        ours.MultipleNegativesRankingLoss(
+            directions=("query_to_doc", "query_to_query", "doc_to_query", "doc_to_doc")
+        ),
+        st.MultipleNegativesRankingLoss(
+            STUB, directions=("query_to_doc", "query_to_query", "doc_to_query", "doc_to_doc")
+        ),
+        3,
+        no_label,
+    ),
+    "mnrl_symmetric_per_direction": (
+        ours.MultipleNegativesRankingLoss(
+            directions=("query_to_doc", "doc_to_query"), partition_mode="per_direction"
+        ),
+        st.MultipleNegativesRankingLoss(
+            STUB, directions=("query_to_doc", "doc_to_query"), partition_mode="per_direction"
+        ),
+        3,
+        no_label,
+    ),
+    **{
+        f"mnrl_hardness_{mode}": (
+            ours.MultipleNegativesRankingLoss(hardness_mode=mode, hardness_strength=5.0),
+            st.MultipleNegativesRankingLoss(STUB, hardness_mode=mode, hardness_strength=5.0),
+            4,
+            no_label,
+        )
+        for mode in ("in_batch_negatives", "hard_negatives", "all_negatives")
+    },
+    "mnsrl": (
+        ours.MultipleNegativesSymmetricRankingLoss(),
+        st.MultipleNegativesSymmetricRankingLoss(STUB),
+        2,
+        no_label,
+    ),
+    "cosent": (ours.CoSENTLoss(), st.CoSENTLoss(STUB), 2, scores),
+    "angle": (ours.AnglELoss(), st.AnglELoss(STUB), 2, scores),
+    "cosine_similarity": (ours.CosineSimilarityLoss(), st.CosineSimilarityLoss(STUB), 2, scores),
+    "contrastive": (ours.ContrastiveLoss(), st.ContrastiveLoss(STUB), 2, binary),
+    "contrastive_euclidean_sum": (
+        ours.ContrastiveLoss(distance="euclidean", margin=2.0, average=False),
+        st.ContrastiveLoss(
+            STUB, distance_metric=st.SiameseDistanceMetric.EUCLIDEAN, margin=2.0, size_average=False
+        ),
+        2,
+        binary,
+    ),
+    "online_contrastive": (ours.OnlineContrastiveLoss(), st.OnlineContrastiveLoss(STUB), 2, binary),
+    "triplet": (ours.TripletLoss(), st.TripletLoss(STUB), 3, no_label),
+    "triplet_cosine": (
+        ours.TripletLoss(distance="cosine", margin=0.3),
+        st.TripletLoss(STUB, distance_metric=st.TripletDistanceMetric.COSINE, triplet_margin=0.3),
+        3,
+        no_label,
+    ),
+    "triplet_manhattan": (
+        ours.TripletLoss(distance="manhattan", margin=1.0),
+        st.TripletLoss(STUB, distance_metric=st.TripletDistanceMetric.MANHATTAN, triplet_margin=1.0),
+        3,
+        no_label,
+    ),
+    "batch_all": (ours.BatchAllTripletLoss(), st.BatchAllTripletLoss(STUB), 1, groups),
+    "batch_hard": (ours.BatchHardTripletLoss(), st.BatchHardTripletLoss(STUB), 1, groups),
+    "batch_hard_cosine": (
+        ours.BatchHardTripletLoss(distance="cosine", margin=0.5),
+        st.BatchHardTripletLoss(
+            STUB,
+            distance_metric=st.BatchHardTripletLossDistanceFunction.cosine_distance,
+            margin=0.5,
+        ),
+        1,
+        groups,
+    ),
+    "batch_semi_hard": (ours.BatchSemiHardTripletLoss(), st.BatchSemiHardTripletLoss(STUB), 1, groups),
+    "batch_semi_hard_small_margin": (
+        ours.BatchSemiHardTripletLoss(margin=0.5),
+        st.BatchSemiHardTripletLoss(STUB, margin=0.5),
+        1,
+        groups,
+    ),
+    "batch_hard_soft_margin": (
+        ours.BatchHardSoftMarginTripletLoss(),
+        st.BatchHardSoftMarginTripletLoss(STUB),
+        1,
+        groups,
+    ),
+    "mse": (ours.MSELoss(), st.MSELoss(STUB), 1, teacher_embeddings),
+    "mse_two_columns_3d_labels": (ours.MSELoss(), st.MSELoss(STUB), 2, teacher_embeddings_3d),
+    "embed_distill_cosine": (ours.EmbedDistillLoss(), st.EmbedDistillLoss(STUB), 2, teacher_embeddings),
+    "embed_distill_l2": (
+        ours.EmbedDistillLoss(distance="l2"),
+        st.EmbedDistillLoss(STUB, distance_metric="l2"),
+        1,
+        teacher_embeddings,
+    ),
+    "margin_mse": (ours.MarginMSELoss(), st.MarginMSELoss(STUB), 3, margins(1)),
+    "margin_mse_3_negatives_scores": (ours.MarginMSELoss(), st.MarginMSELoss(STUB), 5, margins(4)),
+    "distill_kl_div": (ours.DistillKLDivLoss(), st.DistillKLDivLoss(STUB), 3, margins(2)),
+    "distill_kl_div_temperatures": (
+        ours.DistillKLDivLoss(similarity="cosine", student_temperature=0.05, teacher_temperature=2.0),
+        st.DistillKLDivLoss(
+            STUB,
+            similarity_fct=lambda a, b: torch.cosine_similarity(a, b, dim=-1),
+            student_temperature=0.05,
+            teacher_temperature=2.0,
+        ),
+        4,
+        margins(3),
+    ),
+    "gor": (
+        ours.GlobalOrthogonalRegularizationLoss(),
+        st.GlobalOrthogonalRegularizationLoss(STUB),
+        2,
+        no_label,
+    ),
+    "gor_sum_weighted": (
+        ours.GlobalOrthogonalRegularizationLoss(mean_weight=0.5, second_moment_weight=2.0, aggregation="sum"),
+        st.GlobalOrthogonalRegularizationLoss(
+            STUB, mean_weight=0.5, second_moment_weight=2.0, aggregation="sum"
+        ),
+        3,
+        no_label,
+    ),
+    "mega_batch_margin": (
+        ours.MegaBatchMarginLoss(),
+        st.MegaBatchMarginLoss(STUB, use_mini_batched_version=False),
+        2,
+        no_label,
+    ),
+    "matryoshka_mnrl": (
+        ours.MatryoshkaLoss(ours.MultipleNegativesRankingLoss(), [16, 8, 4], [1.0, 0.5, 0.25]),
+        st.MatryoshkaLoss(STUB, st.MultipleNegativesRankingLoss(STUB), [16, 8, 4], [1.0, 0.5, 0.25]),
+        3,
+        no_label,
+    ),
+    "matryoshka_cosent": (
+        ours.MatryoshkaLoss(ours.CoSENTLoss(), [16, 4]),
+        st.MatryoshkaLoss(STUB, st.CoSENTLoss(STUB), [16, 4]),
+        2,
+        scores,
+    ),
+    "matryoshka_mse_truncates_teacher": (
+        ours.MatryoshkaLoss(ours.MSELoss(), [16, 8]),
+        st.MatryoshkaLoss(STUB, st.MSELoss(STUB), [16, 8]),
+        1,
+        teacher_embeddings,
+    ),
+}
+
+
+def total(value) -> torch.Tensor:
+    return sum(value.values()) if isinstance(value, dict) else value
+
+
+def run_reference(loss, embeddings, labels):
+    if hasattr(loss, "compute_loss_from_embeddings") and not isinstance(loss, st.EmbedDistillLoss):
+        return loss.compute_loss_from_embeddings(embeddings, labels)
+    return loss([{"emb": e} for e in embeddings], labels)
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_same_value_and_gradients_as_sentence_transformers(case):
+    mine, ref, columns, make_labels = CASES[case]
+    torch.manual_seed(sum(map(ord, case)))
+    base = [torch.randn(B, D, dtype=torch.float64) for _ in range(columns)]
+    labels = make_labels()
+
+    x1 = [e.clone().requires_grad_() for e in base]
+    value = mine(x1, labels)
+    total(value).backward()
+    x2 = [e.clone().requires_grad_() for e in base]
+    expected = run_reference(ref, x2, labels)
+    total(expected).backward()
+
+    if isinstance(expected, dict):
+        assert value.keys() == expected.keys()
+    torch.testing.assert_close(total(value), total(expected).to(torch.float64), rtol=1e-5, atol=1e-8)
+    for ours_x, ref_x in zip(x1, x2, strict=True):
+        assert ours_x.grad is not None
+        torch.testing.assert_close(ours_x.grad, ref_x.grad, rtol=1e-4, atol=1e-8)
+
+
+def test_softmax_loss_matches_with_the_same_classifier():
+    mine = ours.SoftmaxLoss(embedding_dimension=D, num_labels=3, concatenation_sent_multiplication=True)
+    ref = st.SoftmaxLoss(STUB, D, 3, concatenation_sent_multiplication=True)
+    ref.classifier.load_state_dict(copy.deepcopy(mine.classifier.state_dict()))
+    mine.double()
+    ref.double()
+    torch.manual_seed(0)
+    base = [torch.randn(B, D, dtype=torch.float64) for _ in range(2)]
+    labels = classes()
+    x1 = [e.clone().requires_grad_() for e in base]
+    x2 = [e.clone().requires_grad_() for e in base]
+    value, expected = mine(x1, labels), ref([{"emb": e} for e in x2], labels)
+    value.backward()
+    expected.backward()
+    torch.testing.assert_close(value, expected, rtol=1e-5, atol=1e-8)
+    for a, b in zip(x1, x2, strict=True):
+        torch.testing.assert_close(a.grad, b.grad, rtol=1e-4, atol=1e-8)
+    torch.testing.assert_close(mine.classifier.weight.grad, ref.classifier.weight.grad, rtol=1e-4, atol=1e-8)
