@@ -69,8 +69,18 @@ def margins(k):
 
 # id: (our loss, the reference, number of columns, label maker)
 CASES = {
-    "mnrl_pairs": (ours.MultipleNegativesRankingLoss(), st.MultipleNegativesRankingLoss(STUB), 2, no_label),
-    "mnrl_triplets": (ours.MultipleNegativesRankingLoss(), st.MultipleNegativesRankingLoss(STUB), 3, no_label),
+    "mnrl_pairs": (
+        ours.MultipleNegativesRankingLoss(),
+        st.MultipleNegativesRankingLoss(STUB),
+        2,
+        no_label,
+    ),
+    "mnrl_triplets": (
+        ours.MultipleNegativesRankingLoss(),
+        st.MultipleNegativesRankingLoss(STUB),
+        3,
+        no_label,
+    ),
     "mnrl_3_negatives_dot": (
         ours.MultipleNegativesRankingLoss(scale=1.0, similarity="dot"),
         st.MultipleNegativesRankingLoss(STUB, scale=1.0, similarity_fct=lambda a, b: a @ b.T),
@@ -134,7 +144,9 @@ CASES = {
     ),
     "triplet_manhattan": (
         ours.TripletLoss(distance="manhattan", margin=1.0),
-        st.TripletLoss(STUB, distance_metric=st.TripletDistanceMetric.MANHATTAN, triplet_margin=1.0),
+        st.TripletLoss(
+            STUB, distance_metric=st.TripletDistanceMetric.MANHATTAN, triplet_margin=1.0
+        ),
         3,
         no_label,
     ),
@@ -150,7 +162,12 @@ CASES = {
         1,
         groups,
     ),
-    "batch_semi_hard": (ours.BatchSemiHardTripletLoss(), st.BatchSemiHardTripletLoss(STUB), 1, groups),
+    "batch_semi_hard": (
+        ours.BatchSemiHardTripletLoss(),
+        st.BatchSemiHardTripletLoss(STUB),
+        1,
+        groups,
+    ),
     "batch_semi_hard_small_margin": (
         ours.BatchSemiHardTripletLoss(margin=0.5),
         st.BatchSemiHardTripletLoss(STUB, margin=0.5),
@@ -165,7 +182,12 @@ CASES = {
     ),
     "mse": (ours.MSELoss(), st.MSELoss(STUB), 1, teacher_embeddings),
     "mse_two_columns_3d_labels": (ours.MSELoss(), st.MSELoss(STUB), 2, teacher_embeddings_3d),
-    "embed_distill_cosine": (ours.EmbedDistillLoss(), st.EmbedDistillLoss(STUB), 2, teacher_embeddings),
+    "embed_distill_cosine": (
+        ours.EmbedDistillLoss(),
+        st.EmbedDistillLoss(STUB),
+        2,
+        teacher_embeddings,
+    ),
     "embed_distill_l2": (
         ours.EmbedDistillLoss(distance="l2"),
         st.EmbedDistillLoss(STUB, distance_metric="l2"),
@@ -176,7 +198,9 @@ CASES = {
     "margin_mse_3_negatives_scores": (ours.MarginMSELoss(), st.MarginMSELoss(STUB), 5, margins(4)),
     "distill_kl_div": (ours.DistillKLDivLoss(), st.DistillKLDivLoss(STUB), 3, margins(2)),
     "distill_kl_div_temperatures": (
-        ours.DistillKLDivLoss(similarity="cosine", student_temperature=0.05, teacher_temperature=2.0),
+        ours.DistillKLDivLoss(
+            similarity="cosine", student_temperature=0.05, teacher_temperature=2.0
+        ),
         st.DistillKLDivLoss(
             STUB,
             similarity_fct=lambda a, b: torch.cosine_similarity(a, b, dim=-1),
@@ -193,7 +217,9 @@ CASES = {
         no_label,
     ),
     "gor_sum_weighted": (
-        ours.GlobalOrthogonalRegularizationLoss(mean_weight=0.5, second_moment_weight=2.0, aggregation="sum"),
+        ours.GlobalOrthogonalRegularizationLoss(
+            mean_weight=0.5, second_moment_weight=2.0, aggregation="sum"
+        ),
         st.GlobalOrthogonalRegularizationLoss(
             STUB, mean_weight=0.5, second_moment_weight=2.0, aggregation="sum"
         ),
@@ -208,7 +234,9 @@ CASES = {
     ),
     "matryoshka_mnrl": (
         ours.MatryoshkaLoss(ours.MultipleNegativesRankingLoss(), [16, 8, 4], [1.0, 0.5, 0.25]),
-        st.MatryoshkaLoss(STUB, st.MultipleNegativesRankingLoss(STUB), [16, 8, 4], [1.0, 0.5, 0.25]),
+        st.MatryoshkaLoss(
+            STUB, st.MultipleNegativesRankingLoss(STUB), [16, 8, 4], [1.0, 0.5, 0.25]
+        ),
         3,
         no_label,
     ),
@@ -253,14 +281,18 @@ def test_same_value_and_gradients_as_sentence_transformers(case):
 
     if isinstance(expected, dict):
         assert value.keys() == expected.keys()
-    torch.testing.assert_close(total(value), total(expected).to(torch.float64), rtol=1e-5, atol=1e-8)
+    torch.testing.assert_close(
+        total(value), total(expected).to(torch.float64), rtol=1e-5, atol=1e-8
+    )
     for ours_x, ref_x in zip(x1, x2, strict=True):
         assert ours_x.grad is not None
         torch.testing.assert_close(ours_x.grad, ref_x.grad, rtol=1e-4, atol=1e-8)
 
 
 def test_softmax_loss_matches_with_the_same_classifier():
-    mine = ours.SoftmaxLoss(embedding_dimension=D, num_labels=3, concatenation_sent_multiplication=True)
+    mine = ours.SoftmaxLoss(
+        embedding_dimension=D, num_labels=3, concatenation_sent_multiplication=True
+    )
     ref = st.SoftmaxLoss(STUB, D, 3, concatenation_sent_multiplication=True)
     ref.classifier.load_state_dict(copy.deepcopy(mine.classifier.state_dict()))
     mine.double()
@@ -276,4 +308,6 @@ def test_softmax_loss_matches_with_the_same_classifier():
     torch.testing.assert_close(value, expected, rtol=1e-5, atol=1e-8)
     for a, b in zip(x1, x2, strict=True):
         torch.testing.assert_close(a.grad, b.grad, rtol=1e-4, atol=1e-8)
-    torch.testing.assert_close(mine.classifier.weight.grad, ref.classifier.weight.grad, rtol=1e-4, atol=1e-8)
+    torch.testing.assert_close(
+        mine.classifier.weight.grad, ref.classifier.weight.grad, rtol=1e-4, atol=1e-8
+    )

@@ -86,18 +86,31 @@ class EmbeddingLoss(nn.Module):
         """Fail when label values are of the wrong kind for this loss (e.g. floats for classes)."""
         kind = self.label_kind()
         bad = None
-        if kind in ("score", "teacher_score", "teacher_embedding") and not labels.is_floating_point():
-            bad = f"integer labels ({labels.dtype}) where float {kind.replace('_', ' ')}s are needed"
-        elif kind in ("score", "teacher_score", "teacher_embedding") and not torch.isfinite(labels).all():
+        if (
+            kind in ("score", "teacher_score", "teacher_embedding")
+            and not labels.is_floating_point()
+        ):
+            bad = (
+                f"integer labels ({labels.dtype}) where float {kind.replace('_', ' ')}s are needed"
+            )
+        elif (
+            kind in ("score", "teacher_score", "teacher_embedding")
+            and not torch.isfinite(labels).all()
+        ):
             bad = "NaN or infinite values"
         elif kind == "class" and (
-            labels.is_floating_point() and not torch.equal(labels, labels.round()) or (labels < 0).any()
+            labels.is_floating_point()
+            and not torch.equal(labels, labels.round())
+            or (labels < 0).any()
         ):
             bad = "labels that are not non-negative integer class ids"
-        elif kind == "binary" and not torch.isin(labels, torch.tensor([0, 1], dtype=labels.dtype)).all():
+        elif (
+            kind == "binary"
+            and not torch.isin(labels, torch.tensor([0, 1], dtype=labels.dtype)).all()
+        ):
             bad = "labels other than 0 and 1"
         elif kind == "teacher_embedding" and labels.dim() != 2:
-            bad = f"labels of shape {tuple(labels.shape)} where (rows, dim) teacher embeddings are needed"
+            bad = f"labels of shape {tuple(labels.shape)}, not (rows, dim) teacher embeddings,"
         if bad:
             raise ValueError(
                 f"Dataset {dataset!r} has {bad} for {type(self).__name__}, which expects "
@@ -123,7 +136,9 @@ class EmbeddingLoss(nn.Module):
 
 def check_choice(name: str, value: object, choices: Sequence[object]) -> None:
     if value not in choices:
-        raise ValueError(f"Unknown {name} {value!r}; choose one of {', '.join(map(repr, choices))}.")
+        raise ValueError(
+            f"Unknown {name} {value!r}; choose one of {', '.join(map(repr, choices))}."
+        )
 
 
 def check_positive(name: str, value: float) -> None:

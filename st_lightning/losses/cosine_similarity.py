@@ -14,7 +14,8 @@ from st_lightning.losses.base import EmbeddingLoss, LabelKind, check_choice
 class CosineSimilarityLoss(EmbeddingLoss):
     """Columns: (sentence1, sentence2) + float score in [-1, 1] (usually [0, 1]).
 
-    Loss: mean((cos(u, v) - score)^2) (or the L1 error with `error="l1"`) (Reimers & Gurevych, 2019).
+    Loss: mean((cos(u, v) - score)^2), or the L1 error with `error="l1"`
+    (Reimers & Gurevych, 2019).
     """
 
     label: ClassVar[LabelKind] = "score"

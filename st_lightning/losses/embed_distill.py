@@ -75,7 +75,7 @@ class EmbedDistillLoss(EmbeddingLoss):
             if student.shape[-1] != teacher.shape[-1]:
                 raise ValueError(
                     f"Student embeddings have width {student.shape[-1]} but the teacher's have "
-                    f"{teacher.shape[-1]}; set projection_dim={teacher.shape[-1]} to map between them."
+                    f"{teacher.shape[-1]}; set projection_dim={teacher.shape[-1]} to map between."
                 )
             if self.distance == "mse":
                 losses.append(F.mse_loss(student, teacher))

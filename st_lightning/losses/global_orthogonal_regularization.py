@@ -39,7 +39,9 @@ class GlobalOrthogonalRegularizationLoss(EmbeddingLoss):
         check_similarity(similarity)
         check_choice("aggregation", aggregation, ("mean", "sum"))
         if not mean_weight and not second_moment_weight:
-            raise ValueError("At least one of mean_weight and second_moment_weight must be non-zero.")
+            raise ValueError(
+                "At least one of mean_weight and second_moment_weight must be non-zero."
+            )
         self.similarity = similarity
         self.mean_weight = mean_weight
         self.second_moment_weight = second_moment_weight
@@ -52,7 +54,9 @@ class GlobalOrthogonalRegularizationLoss(EmbeddingLoss):
         pairs = max(n * (n - 1), 1)
         return (sims.sum() / pairs).pow(2), torch.relu(sims.pow(2).sum() / pairs - 1.0 / d)
 
-    def forward(self, embeddings: Sequence[Tensor], labels: Tensor | None = None) -> dict[str, Tensor]:
+    def forward(
+        self, embeddings: Sequence[Tensor], labels: Tensor | None = None
+    ) -> dict[str, Tensor]:
         means, seconds = zip(*(self.terms(x) for x in embeddings), strict=True)
         agg = torch.sum if self.aggregation == "sum" else torch.mean
         out: dict[str, Tensor] = {}

@@ -25,7 +25,8 @@ class MarginMSELoss(EmbeddingLoss):
     max_inputs: ClassVar[int | None] = None
     label: ClassVar[LabelKind] = "teacher_score"
     citation = """@misc{hofstatter2021improving,
-    title={Improving Efficient Neural Ranking Models with Cross-Architecture Knowledge Distillation},
+    title={Improving Efficient Neural Ranking Models with Cross-Architecture
+    Knowledge Distillation},
     author={Sebastian Hofstätter and Sophia Althammer and Michael Schröder and Mete Sertkan
     and Allan Hanbury}, year={2021}, eprint={2010.02666}, archivePrefix={arXiv}
 }"""
@@ -50,5 +51,7 @@ class MarginMSELoss(EmbeddingLoss):
                 f"nor scores ({b}, {k + 1}) for {k} negative column(s)."
             )
         pos = pairwise_similarity(q, p, self.similarity)
-        margins = torch.stack([pos - pairwise_similarity(q, n, self.similarity) for n in negatives], 1)
+        margins = torch.stack(
+            [pos - pairwise_similarity(q, n, self.similarity) for n in negatives], 1
+        )
         return F.mse_loss(margins, labels.to(margins.dtype))

@@ -18,7 +18,8 @@ def truncate(x: Tensor, dim: int) -> Tensor:
 
 
 class MatryoshkaLoss(EmbeddingLoss):
-    """Applies `loss` to the embeddings truncated to each of `matryoshka_dims` (Kusupati et al., 2022).
+    """Applies `loss` to the embeddings truncated to each of `matryoshka_dims`
+    (Kusupati et al., 2022).
 
     Columns and labels: those of the wrapped loss. Returns one component per dimension,
     `dim_<d>` = weight * loss(truncated), whose sum is the loss. Labels that are embeddings of
@@ -47,10 +48,14 @@ class MatryoshkaLoss(EmbeddingLoss):
     ) -> None:
         super().__init__()
         if not matryoshka_dims or any(int(d) < 1 for d in matryoshka_dims):
-            raise ValueError(f"matryoshka_dims must be positive integers, got {list(matryoshka_dims)}.")
+            raise ValueError(
+                f"matryoshka_dims must be positive integers, got {list(matryoshka_dims)}."
+            )
         weights = [1.0] * len(matryoshka_dims) if matryoshka_weights is None else matryoshka_weights
         if len(weights) != len(matryoshka_dims):
-            raise ValueError("matryoshka_weights must have one weight per entry of matryoshka_dims.")
+            raise ValueError(
+                "matryoshka_weights must have one weight per entry of matryoshka_dims."
+            )
         if n_dims_per_step == 0 or n_dims_per_step < -1:
             raise ValueError(f"n_dims_per_step must be -1 (all) or >= 1, got {n_dims_per_step}.")
         pairs = sorted(zip(matryoshka_dims, weights, strict=True), key=lambda p: -p[0])
@@ -98,6 +103,10 @@ class MatryoshkaLoss(EmbeddingLoss):
         return out
 
     def config(self) -> dict[str, Any]:
-        return {"loss": {"class": type(self.loss).__name__, **self.loss.config()}, **{
-            k: getattr(self, k) for k in ("matryoshka_dims", "matryoshka_weights", "n_dims_per_step")
-        }}
+        return {
+            "loss": {"class": type(self.loss).__name__, **self.loss.config()},
+            **{
+                k: getattr(self, k)
+                for k in ("matryoshka_dims", "matryoshka_weights", "n_dims_per_step")
+            },
+        }

@@ -95,7 +95,9 @@ class MultipleNegativesRankingLoss(EmbeddingLoss):
         blocks = {"query_to_doc": similarity_matrix(anchors, candidates, self.similarity)}
         if "query_to_query" in self.directions:
             qq = similarity_matrix(anchors, all_anchors, self.similarity)
-            self_pair = torch.zeros_like(qq, dtype=torch.bool).index_put((rows, mine), torch.tensor(True))
+            self_pair = torch.zeros_like(qq, dtype=torch.bool).index_put(
+                (rows, mine), torch.tensor(True)
+            )
             blocks["query_to_query"] = qq.masked_fill(self_pair, -torch.inf)
         if "doc_to_query" in self.directions:
             blocks["doc_to_query"] = similarity_matrix(own_positive, all_anchors, self.similarity)
@@ -115,7 +117,9 @@ class MultipleNegativesRankingLoss(EmbeddingLoss):
                 "hard_negatives": own & hard,
                 "all_negatives": ~(own & ~hard),
             }[self.hardness_mode]
-            logits["query_to_doc"] = logits["query_to_doc"] + self.hardness_strength * qd * penalized
+            logits["query_to_doc"] = (
+                logits["query_to_doc"] + self.hardness_strength * qd * penalized
+            )
 
         positive = logits["query_to_doc"][rows, mine]
         if self.partition_mode == "joint":
