@@ -311,3 +311,54 @@ def test_softmax_loss_matches_with_the_same_classifier():
     torch.testing.assert_close(
         mine.classifier.weight.grad, ref.classifier.weight.grad, rtol=1e-4, atol=1e-8
     )
+
+
+class GuidedStub(Stub):
+    """A stub with a tokenizer (the reference checks for one) that returns `key`'s tensor."""
+
+    max_seq_length = 128
+
+    def __init__(self, key: str, tokenizer) -> None:
+        super().__init__()
+        self.key = key
+        self.tokenizer = tokenizer
+
+    def forward(self, features):
+        return {"sentence_embedding": features[self.key]}
+
+
+@pytest.mark.parametrize("columns", [2, 3])
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {},
+        {"margin_strategy": "absolute", "margin": 0.1, "temperature": 0.05},
+        {"margin_strategy": "relative", "margin": 0.2, "contrast_anchors": False},
+        {"contrast_positives": False},
+    ],
+)
+def test_gist_matches_sentence_transformers(columns, kwargs, tiny):
+    ref = st.GISTEmbedLoss(GuidedStub("emb", tiny.tokenizer), GuidedStub("guide", tiny.tokenizer), **kwargs)
+    mine = ours.GISTEmbedLoss(**kwargs)
+    torch.manual_seed(columns)
+    base = [torch.randn(B, D, dtype=torch.float64) for _ in range(columns)]
+    # Guides close to the embeddings, with some near-duplicates so that masking happens.
+    guides = [e + 0.3 * torch.randn_like(e) for e in base]
+    guides[1][1] = guides[0][0]
+    x1 = [e.clone().requires_grad_() for e in base]
+    x2 = [e.clone().requires_grad_() for e in base]
+    value = mine(x1, None, guide_embeddings=guides)
+    expected = ref([{"emb": e, "guide": g} for e, g in zip(x2, guides, strict=True)], None)
+    value.backward()
+    expected.backward()
+    torch.testing.assert_close(value, expected, rtol=1e-5, atol=1e-8)
+    for a, b in zip(x1, x2, strict=True):
+        torch.testing.assert_close(a.grad, b.grad, rtol=1e-4, atol=1e-8)
+
+
+def test_gist_guide_encoder_embeds_texts(tiny):
+    loss = ours.GISTEmbedLoss(guide=tiny)
+    guides = loss.embed_guide([["a b", "c"], ["d", "e f g"]], torch.device("cpu"))
+    assert [g.shape for g in guides] == [(2, 32), (2, 32)]
+    assert not any(p.requires_grad for p in tiny.parameters())
+    assert "guide_encoder" not in dict(loss.named_modules()) and not list(loss.parameters())

@@ -140,13 +140,23 @@ class SentenceEncoder(nn.Module):
         inputs = {k: v for k, v in features.items() if k != "prompt_length"}
         return self.transformer(**inputs, return_dict=True)[0]
 
-    def forward(self, features: dict[str, Tensor]) -> Tensor:
-        """Sentence embeddings (batch, dim) for tokenized `features`."""
-        tokens = self.token_embeddings(features)
+    def head(self, tokens: Tensor, features: dict[str, Tensor]) -> Tensor:
+        """Token embeddings -> sentence embeddings: pooling, dense layers, normalization."""
         x = self.pooling(tokens, features["attention_mask"], int(features.get("prompt_length", 0)))
         for layer in self.dense:
             x = layer(x)
         return F.normalize(x, p=2, dim=-1) if self.normalize else x
+
+    def forward(self, features: dict[str, Tensor]) -> Tensor:
+        """Sentence embeddings (batch, dim) for tokenized `features`."""
+        return self.head(self.token_embeddings(features), features)
+
+    def forward_layers(self, features: dict[str, Tensor]) -> list[Tensor]:
+        """Sentence embeddings pooled from every hidden state: the embedding layer's output
+        first, the last layer's (equal to `forward`) last. For the layer-wise losses."""
+        inputs = {k: v for k, v in features.items() if k != "prompt_length"}
+        out = self.transformer(**inputs, output_hidden_states=True, return_dict=True)
+        return [self.head(hidden, features) for hidden in out.hidden_states]
 
     # ---- inference ----------------------------------------------------------------------------
     @torch.inference_mode()

@@ -1,5 +1,6 @@
 """Losses: pure functions of column embeddings (and labels), one per file."""
 
+from st_lightning.losses.adaptive_layer import AdaptiveLayerLoss, Matryoshka2dLoss
 from st_lightning.losses.angle import AnglELoss
 from st_lightning.losses.base import EmbeddingLoss
 from st_lightning.losses.batch_all_triplet import BatchAllTripletLoss
@@ -11,6 +12,7 @@ from st_lightning.losses.cosent import CoSENTLoss
 from st_lightning.losses.cosine_similarity import CosineSimilarityLoss
 from st_lightning.losses.distill_kl_div import DistillKLDivLoss
 from st_lightning.losses.embed_distill import EmbedDistillLoss, MSELoss
+from st_lightning.losses.gist_embed import GISTEmbedLoss
 from st_lightning.losses.global_orthogonal_regularization import GlobalOrthogonalRegularizationLoss
 from st_lightning.losses.margin_mse import MarginMSELoss
 from st_lightning.losses.matryoshka import MatryoshkaLoss
@@ -24,6 +26,7 @@ from st_lightning.losses.softmax import SoftmaxLoss
 from st_lightning.losses.triplet import TripletLoss
 
 __all__ = [
+    "AdaptiveLayerLoss",
     "AnglELoss",
     "BatchAllTripletLoss",
     "BatchHardSoftMarginTripletLoss",
@@ -35,9 +38,11 @@ __all__ = [
     "DistillKLDivLoss",
     "EmbedDistillLoss",
     "EmbeddingLoss",
+    "GISTEmbedLoss",
     "GlobalOrthogonalRegularizationLoss",
     "MSELoss",
     "MarginMSELoss",
+    "Matryoshka2dLoss",
     "MatryoshkaLoss",
     "MegaBatchMarginLoss",
     "MultipleNegativesRankingLoss",

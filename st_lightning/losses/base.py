@@ -38,6 +38,10 @@ class EmbeddingLoss(nn.Module):
     max_inputs: ClassVar[int | None] = 2
     label: ClassVar[LabelKind] = "none"
     citation: ClassVar[str] = ""
+    # Losses that need a guide model's embeddings of the batch (passed as `guide_embeddings`).
+    needs_guide: ClassVar[bool] = False
+    # Losses that need embeddings pooled from every layer (passed as `layer_embeddings`).
+    needs_layers: ClassVar[bool] = False
 
     def forward(self, embeddings: Sequence[Tensor], labels: Tensor | None = None) -> LossOutput:
         raise NotImplementedError
