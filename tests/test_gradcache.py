@@ -76,6 +76,23 @@ def test_cached_step_equals_plain_step(case, dropout):
     assert torch.equal(torch.get_rng_state(), after_plain)
 
 
+def test_layer_losses_are_cached_too():
+    loss = losses.Matryoshka2dLoss(
+        losses.MultipleNegativesRankingLoss(), [32, 16], n_layers_per_step=-1, n_dims_per_step=-1
+    )
+    encoder = tiny_encoder(dropout=0.0, num_layers=3, seed=2)
+    columns = [encoder.tokenize(t) for t in (ANCHORS, POSITIVES)]
+    per_layer = [list(g) for g in zip(*[encoder.forward_layers(c) for c in columns], strict=True)]
+    expected = total_loss(loss(per_layer[-1], None, layer_embeddings=per_layer))
+    expected.backward()
+    plain = grads(encoder)
+    encoder.zero_grad()
+    value = cached_backward(encoder.forward_layers, loss, columns, None, 5, layers=True)
+    torch.testing.assert_close(total_loss(value), expected.detach(), rtol=1e-5, atol=1e-6)
+    for name, grad in grads(encoder).items():
+        assert (grad - plain[name]).norm() <= 1e-4 * plain[name].norm() + 1e-8, name
+
+
 def test_loss_scale_scales_gradients():
     encoder = tiny_encoder(dropout=0.0)
     columns = [encoder.tokenize(t) for t in (ANCHORS, POSITIVES)]

@@ -19,7 +19,9 @@ TEXTS = [
 
 def transformer_grads(named_params, prefix: str) -> dict[str, torch.Tensor]:
     return {
-        n.removeprefix(prefix): p.grad for n, p in named_params if p.grad is not None and n.startswith(prefix)
+        n.removeprefix(prefix): p.grad
+        for n, p in named_params
+        if p.grad is not None and n.startswith(prefix)
     }
 
 
@@ -51,10 +53,17 @@ CASES = {
     ),
     "matryoshka_2d": (
         lambda: ours.Matryoshka2dLoss(
-            ours.MultipleNegativesRankingLoss(), [32, 16, 8], n_layers_per_step=-1, n_dims_per_step=-1
+            ours.MultipleNegativesRankingLoss(),
+            [32, 16, 8],
+            n_layers_per_step=-1,
+            n_dims_per_step=-1,
         ),
         lambda m: st.Matryoshka2dLoss(
-            m, st.MultipleNegativesRankingLoss(m), [32, 16, 8], n_layers_per_step=-1, n_dims_per_step=-1
+            m,
+            st.MultipleNegativesRankingLoss(m),
+            [32, 16, 8],
+            n_layers_per_step=-1,
+            n_dims_per_step=-1,
         ),
     ),
 }

@@ -338,7 +338,9 @@ class GuidedStub(Stub):
     ],
 )
 def test_gist_matches_sentence_transformers(columns, kwargs, tiny):
-    ref = st.GISTEmbedLoss(GuidedStub("emb", tiny.tokenizer), GuidedStub("guide", tiny.tokenizer), **kwargs)
+    ref = st.GISTEmbedLoss(
+        GuidedStub("emb", tiny.tokenizer), GuidedStub("guide", tiny.tokenizer), **kwargs
+    )
     mine = ours.GISTEmbedLoss(**kwargs)
     torch.manual_seed(columns)
     base = [torch.randn(B, D, dtype=torch.float64) for _ in range(columns)]

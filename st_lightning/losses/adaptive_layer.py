@@ -55,7 +55,9 @@ class AdaptiveLayerLoss(EmbeddingLoss):
         super().__init__()
         check_choice("layer_weighting", layer_weighting, ("uniform", "log", "linear"))
         if n_layers_per_step == 0 or n_layers_per_step < -1:
-            raise ValueError(f"n_layers_per_step must be -1 (all) or >= 1, got {n_layers_per_step}.")
+            raise ValueError(
+                f"n_layers_per_step must be -1 (all) or >= 1, got {n_layers_per_step}."
+            )
         if kl_temperature < 0:
             raise ValueError(f"kl_temperature must be >= 0, got {kl_temperature}.")
         self.loss = loss

@@ -60,6 +60,7 @@ class GISTEmbedLoss(EmbeddingLoss):
         check_choice("margin_strategy", margin_strategy, ("absolute", "relative"))
         if guide is not None:
             guide.requires_grad_(False)
+        self.guide_encoder: Any
         object.__setattr__(self, "guide_encoder", guide)  # not a submodule on purpose
         self.temperature = temperature
         self.margin_strategy = margin_strategy
@@ -71,15 +72,15 @@ class GISTEmbedLoss(EmbeddingLoss):
     @torch.no_grad()
     def embed_guide(self, columns: Sequence[Sequence[str]], device: torch.device) -> list[Tensor]:
         """The guide's embeddings of each column's texts, on `device`."""
-        if self.guide_encoder is None:
+        guide = self.guide_encoder
+        if guide is None:
             raise ValueError("GISTEmbedLoss has no guide encoder; pass guide=SentenceEncoder(...).")
-        self.guide_encoder.to(device)
-        return [
-            self.guide_encoder.encode(list(texts), batch_size=len(texts), convert_to="tensor")
-            for texts in columns
-        ]
+        guide.to(device)
+        return [guide.encode(list(t), batch_size=len(t), convert_to="tensor") for t in columns]
 
-    def masked(self, sims: Tensor, guided: Tensor, guided_pos: Tensor, keep: Tensor | None) -> Tensor:
+    def masked(
+        self, sims: Tensor, guided: Tensor, guided_pos: Tensor, keep: Tensor | None
+    ) -> Tensor:
         if self.margin_strategy == "absolute":
             false_negative = guided > guided_pos - self.margin
         else:
@@ -117,10 +118,14 @@ class GISTEmbedLoss(EmbeddingLoss):
         own[rows, mine] = True
         blocks = [self.masked(cos(anchor, positive), guided_ap, guided_pos, own)]
         if self.contrast_anchors:
-            blocks.append(self.masked(cos(anchor, anchor), cos(g_anchor, g_anchor), guided_pos, None))
+            blocks.append(
+                self.masked(cos(anchor, anchor), cos(g_anchor, g_anchor), guided_pos, None)
+            )
         if self.contrast_positives:
             local_p, local_gp = positive[offset : offset + b], g_positive[offset : offset + b]
-            blocks.append(self.masked(cos(local_p, positive), cos(local_gp, g_positive), guided_pos, None))
+            blocks.append(
+                self.masked(cos(local_p, positive), cos(local_gp, g_positive), guided_pos, None)
+            )
         for n, g_n in zip(negative, g_negative, strict=True):
             blocks.append(self.masked(cos(anchor, n), cos(g_anchor, g_n), guided_pos, None))
         return F.cross_entropy(torch.cat(blocks, dim=1) / self.temperature, mine)

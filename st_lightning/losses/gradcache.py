@@ -75,50 +75,62 @@ def total_loss(value: LossOutput) -> Tensor:
 
 
 def cached_backward(
-    embed: Callable[[Features], Tensor],
-    loss: Callable[[Sequence[Tensor], Tensor | None], LossOutput],
+    embed: Callable[[Features], Tensor | list[Tensor]],
+    loss: Callable[..., LossOutput],
     columns: Sequence[Features],
     labels: Tensor | None,
     mini_batch_size: int,
     loss_scale: float = 1.0,
+    layers: bool = False,
 ) -> LossOutput:
     """Run steps 1-3 above; gradients accumulate in `.grad`. Returns the detached loss.
 
     Args:
-        embed: tokenized features -> (rows, dim) embeddings (the encoder's forward).
-        loss: the loss, called once on the full-batch embeddings.
+        embed: tokenized features -> (rows, dim) embeddings (the encoder's forward), or with
+            `layers=True` one such tensor per layer (`SentenceEncoder.forward_layers`).
+        loss: the loss, called once on the full-batch embeddings (and, with `layers=True`,
+            `layer_embeddings=`, so the layer-wise losses work too).
         columns: one tokenized feature dict per input column.
         labels: the batch labels, or None.
         mini_batch_size: rows embedded at once; bounds activation memory.
         loss_scale: multiplies the gradients (e.g. 1 / accumulation steps).
+        layers: cache the embeddings of every layer.
     """
     if mini_batch_size < 1:
         raise ValueError(f"mini_batch_size must be >= 1, got {mini_batch_size}.")
+
+    def outputs(chunk: Features) -> list[Tensor]:
+        out = embed(chunk)
+        return list(out) if layers else [out]  # type: ignore[list-item]
+
     device = columns[0]["input_ids"].device
     chunks = [split_features(col, mini_batch_size) for col in columns]
     states: list[list[RandomState]] = []
-    cached: list[Tensor] = []
+    cached: list[list[Tensor]] = []  # per column, per output (layer)
     with torch.no_grad():
         for col_chunks in chunks:
-            col_states = []
-            parts = []
+            col_states, parts = [], []
             for chunk in col_chunks:
                 col_states.append(RandomState.capture(device))
-                parts.append(embed(chunk))
+                parts.append(outputs(chunk))
             states.append(col_states)
-            cached.append(torch.cat(parts).requires_grad_())
+            cached.append([torch.cat(group).requires_grad_() for group in zip(*parts, strict=True)])
     after_first_pass = RandomState.capture(device)
 
-    value = loss(cached, labels)
+    if layers:
+        per_layer = [list(group) for group in zip(*cached, strict=True)]
+        value = loss(per_layer[-1], labels, layer_embeddings=per_layer)
+    else:
+        value = loss([col[0] for col in cached], labels)
     (total_loss(value) * loss_scale).backward()
 
     for col_chunks, col_states, reps in zip(chunks, states, cached, strict=True):
-        assert reps.grad is not None
-        grads = reps.grad.split(mini_batch_size)
-        for chunk, state, grad in zip(col_chunks, col_states, grads, strict=True):
+        grads = [r.grad.split(mini_batch_size) if r.grad is not None else None for r in reps]
+        for j, (chunk, state) in enumerate(zip(col_chunks, col_states, strict=True)):
             with state.replay():
-                embedding = embed(chunk)
-            embedding.backward(grad.to(embedding.dtype))
+                embedded = outputs(chunk)
+            pairs = [(e, g[j]) for e, g in zip(embedded, grads, strict=True) if g is not None]
+            torch.autograd.backward([e for e, _ in pairs], [g.to(e.dtype) for e, g in pairs])
     # Leave the generators where a plain step would: after one pass over the batch.
     torch.set_rng_state(after_first_pass.cpu)
     if after_first_pass.cuda is not None:

@@ -1,0 +1,282 @@
+"""EmbeddingDataModule: named datasets -> validated, tokenized once -> one-dataset batches."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from typing import Any, Literal
+
+import lightning as L
+import torch
+from datasets import Dataset
+from torch.utils.data import DataLoader
+from transformers import AutoTokenizer, PreTrainedTokenizerBase
+
+from st_lightning.data.collate import BatchCollator, TokenizedDataset, identity
+from st_lightning.data.columns import column_roles, invalid_label_rows, invalid_text_rows
+from st_lightning.data.multi import MultiDatasetSampler, ProportionalSampler
+from st_lightning.data.prompts import resolve_prompts
+from st_lightning.data.samplers import BatchSampler
+from st_lightning.data.sources import DatasetSpec, load_source
+
+log = logging.getLogger(__name__)
+
+
+def tokenize_columns(
+    batch: dict[str, list], tokenizer: Any, columns: list[str], prompts: list[str], max_length: int
+) -> dict[str, list]:
+    """datasets.map function: token ids (unpadded) for each input column."""
+    out = {}
+    for i, (column, prompt) in enumerate(zip(columns, prompts, strict=True)):
+        texts = [prompt + t for t in batch[column]] if prompt else batch[column]
+        encoded = tokenizer(texts, truncation=True, max_length=max_length)
+        out[TokenizedDataset.ids_column(i)] = encoded["input_ids"]
+    return out
+
+
+class EmbeddingDataModule(L.LightningDataModule):
+    """Named training datasets, validated and tokenized once, served one dataset per batch.
+
+    Args:
+        datasets: name -> `DatasetSpec` (or its fields as a dict) or an in-memory `Dataset`.
+            The name picks the loss (`EmbeddingModule.losses[name]`).
+        tokenizer: the encoder's tokenizer, or a model id/folder to load it from.
+        batch_size: rows per batch on each device.
+        batch_sampler: factory of each dataset's `BatchSampler` (a class or a `partial`), e.g.
+            `NoDuplicatesBatchSampler` for in-batch-negative losses.
+        multi_dataset_sampler: factory of the `MultiDatasetSampler`
+            (`ProportionalSampler`, `RoundRobinSampler`, `WeightedSampler`).
+        max_seq_length: tokens per text (default: the tokenizer's limit, at most 512).
+        prompts: a prefix for every text, or column -> prefix, or dataset -> either.
+        drop_last: drop an incomplete last batch in single-process training.
+        seed: fixes the batch order with the epoch.
+        num_workers: DataLoader workers.
+        on_invalid: rows with empty/None texts or missing/NaN labels: "error" (default) or
+            "skip" (dropped, with a logged count and example rows).
+        tokenize_num_proc: processes for tokenization (`datasets.map`).
+        with_texts: also put the raw texts in each batch (for GISTEmbedLoss's guide).
+    """
+
+    def __init__(
+        self,
+        datasets: Mapping[str, DatasetSpec | Mapping[str, Any] | Dataset],
+        tokenizer: str | PreTrainedTokenizerBase,
+        batch_size: int = 32,
+        batch_sampler: Callable[..., BatchSampler] = BatchSampler,
+        multi_dataset_sampler: Callable[..., MultiDatasetSampler] = ProportionalSampler,
+        max_seq_length: int | None = None,
+        prompts: str | Mapping[str, Any] | None = None,
+        drop_last: bool = False,
+        seed: int = 12345,
+        num_workers: int = 0,
+        on_invalid: Literal["error", "skip"] = "error",
+        tokenize_num_proc: int | None = None,
+        with_texts: bool = False,
+    ) -> None:
+        super().__init__()
+        if not datasets:
+            raise ValueError("EmbeddingDataModule needs at least one dataset.")
+        if on_invalid not in ("error", "skip"):
+            raise ValueError(f"on_invalid must be 'error' or 'skip', got {on_invalid!r}.")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
+        self.specs = dict(datasets)
+        self._tokenizer = tokenizer
+        self.batch_size = batch_size
+        self.batch_sampler = batch_sampler
+        self.multi_dataset_sampler = multi_dataset_sampler
+        self.max_seq_length = max_seq_length
+        self.prompts = prompts
+        self.drop_last = drop_last
+        self.seed = seed
+        self.num_workers = num_workers
+        self.on_invalid = on_invalid
+        self.tokenize_num_proc = tokenize_num_proc
+        self.with_texts = with_texts
+        self.tokenized: dict[str, TokenizedDataset] = {}
+        self.sampler: MultiDatasetSampler | None = None
+        self._pending_state: Mapping[str, Any] | None = None
+
+    # ---- setup -------------------------------------------------------------------------------
+    @property
+    def tokenizer(self) -> PreTrainedTokenizerBase:
+        if isinstance(self._tokenizer, str):
+            from st_lightning.encoders.hub import resolve_model_path
+
+            self._tokenizer = AutoTokenizer.from_pretrained(resolve_model_path(self._tokenizer))
+        return self._tokenizer
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.tokenized:
+            return
+        tokenizer = self.tokenizer
+        max_length = self.max_seq_length or min(tokenizer.model_max_length, 512)
+        raw = {name: load_source(spec, name) for name, spec in self.specs.items()}
+        roles = {name: column_roles(name, ds.column_names) for name, ds in raw.items()}
+        prompts = resolve_prompts(self.prompts, {n: r.inputs for n, r in roles.items()})
+        for name, ds in raw.items():
+            ds = self.drop_invalid(name, ds, roles[name].inputs, roles[name].label)
+            columns = list(roles[name].inputs)
+            col_prompts = [prompts[name].get(c, "") for c in columns]
+            tokens = ds.map(
+                tokenize_columns,
+                batched=True,
+                fn_kwargs={
+                    "tokenizer": tokenizer,
+                    "columns": columns,
+                    "prompts": col_prompts,
+                    "max_length": max_length,
+                },
+                num_proc=self.tokenize_num_proc,
+                desc=f"Tokenizing {name}",
+            )
+            lengths = tuple(len(tokenizer(p)["input_ids"]) - 1 if p else 0 for p in col_prompts)
+            self.tokenized[name] = TokenizedDataset(
+                name, tokens, roles[name].inputs, roles[name].label, lengths
+            )
+        self.collator = BatchCollator(
+            self.tokenized,
+            pad_id=tokenizer.pad_token_id or 0,
+            token_type_ids="token_type_ids" in tokenizer.model_input_names,
+            with_texts=self.with_texts,
+        )
+        self.sampler = self.build_sampler()
+        if self._pending_state is not None:
+            self.sampler.load_state_dict(self._pending_state)
+
+    def drop_invalid(
+        self, name: str, ds: Dataset, inputs: tuple[str, ...], label: str | None
+    ) -> Dataset:
+        bad: dict[int, str] = {}
+        for column in inputs:
+            for i in invalid_text_rows(ds[column]):
+                bad.setdefault(i, f"{column}={ds[i][column]!r}")
+        if label is not None:
+            for i in invalid_label_rows(ds[label]):
+                bad.setdefault(i, f"{label}={ds[i][label]!r}")
+        if not bad:
+            return ds
+        examples = ", ".join(f"row {i}: {why}" for i, why in list(sorted(bad.items()))[:3])
+        if self.on_invalid == "error":
+            raise ValueError(
+                f"Dataset {name!r} has {len(bad)} row(s) with an empty or missing text or a "
+                f"missing/NaN label ({examples}). Clean them, or set on_invalid='skip' to drop "
+                "them."
+            )
+        log.warning("Dataset %r: skipping %d invalid row(s) (%s).", name, len(bad), examples)
+        keep = [i for i in range(len(ds)) if i not in bad]
+        if not keep:
+            raise ValueError(f"Dataset {name!r} has no valid rows left.")
+        return ds.select(keep)
+
+    def world(self) -> tuple[int, int]:
+        trainer = getattr(self, "trainer", None)
+        if trainer is not None:
+            return trainer.global_rank, trainer.world_size
+        return 0, 1
+
+    def build_sampler(self) -> MultiDatasetSampler:
+        rank, world_size = self.world()
+        samplers, offsets = {}, {}
+        for name, data in self.tokenized.items():
+            samplers[name] = self.batch_sampler(
+                num_rows=len(data),
+                batch_size=self.batch_size,
+                seed=self.seed,
+                rank=rank,
+                world_size=world_size,
+                drop_last=self.drop_last,
+                keys=_LazyKeys(data),
+                labels=_LazyLabels(data),
+            )
+            offsets[name] = self.collator.offset_of(name)
+        return self.multi_dataset_sampler(samplers=samplers, offsets=offsets, seed=self.seed)
+
+    # ---- validation against the losses -------------------------------------------------------
+    def check_losses(
+        self, losses: Mapping[str, Any], embedding_dimension: int | None = None
+    ) -> None:
+        """Fail before training when the loss dict and the datasets do not fit each other."""
+        if set(losses) != set(self.specs):
+            raise ValueError(
+                f"The losses are keyed {sorted(losses)} but the datasets are named "
+                f"{sorted(self.specs)}; give exactly one loss per dataset name."
+            )
+        self.setup()
+        for name, data in self.tokenized.items():
+            loss = losses[name]
+            loss.check_columns(name, data.inputs, data.label)
+            if data.label is not None:
+                loss.check_labels(name, torch.tensor(data.data[data.label]))
+            if embedding_dimension is not None:
+                loss.check_embedding_dimension(embedding_dimension)
+
+    # ---- loaders and state -------------------------------------------------------------------
+    def train_dataloader(self) -> DataLoader:
+        self.setup()
+        assert self.sampler is not None
+        return DataLoader(
+            self.collator,  # type: ignore[arg-type]
+            sampler=self.sampler,  # type: ignore[arg-type]
+            batch_size=None,
+            collate_fn=identity,  # type: ignore[arg-type]
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+            pin_memory=torch.cuda.is_available(),
+        )
+
+    def state_dict(self) -> dict[str, Any]:
+        return self.sampler.state_dict() if self.sampler is not None else {}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        if self.sampler is not None:
+            self.sampler.load_state_dict(state_dict)
+        else:
+            self._pending_state = state_dict
+
+
+class _LazyKeys:
+    """Per row, hashes of its token ids per column; built on first use (no-duplicates only).
+
+    Token ids, not strings: Python's string hashes differ between processes, int tuples don't,
+    so every rank builds the same batches.
+    """
+
+    def __init__(self, data: TokenizedDataset) -> None:
+        self.data = data
+        self._keys: list[tuple[int, ...]] | None = None
+
+    def __getitem__(self, row: int) -> tuple[int, ...]:
+        if self._keys is None:
+            columns = [
+                self.data.data[TokenizedDataset.ids_column(i)] for i in range(len(self.data.inputs))
+            ]
+            self._keys = [
+                tuple(hash(tuple(ids)) for ids in row_ids) for row_ids in zip(*columns, strict=True)
+            ]
+        return self._keys[row]
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+
+class _LazyLabels:
+    def __init__(self, data: TokenizedDataset) -> None:
+        self.data = data
+        self._labels: list[Any] | None = None
+
+    def _all(self) -> list[Any]:
+        if self._labels is None:
+            if self.data.label is None:
+                raise ValueError(f"Dataset {self.data.name!r} has no label column to group by.")
+            self._labels = list(self.data.data[self.data.label])
+        return self._labels
+
+    def __iter__(self):
+        return iter(self._all())
+
+    def __getitem__(self, row: int) -> Any:
+        return self._all()[row]
+
+    def __len__(self) -> int:
+        return len(self.data)

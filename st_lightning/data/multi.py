@@ -1,0 +1,163 @@
+"""Multi-dataset samplers: which dataset each step draws from, the same on every rank."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import numpy as np
+
+from st_lightning.data.samplers import BatchSampler
+
+
+class MultiDatasetSampler:
+    """Yields batches of global row indices (dataset offset + row), one dataset per batch.
+
+    The step schedule depends only on (seed, epoch) and on per-rank batch counts, which are
+    equal on every rank, so all ranks draw the same dataset at the same step. The position in
+    the epoch is part of `state_dict()`, so a run resumed mid-epoch gets exactly the batches
+    it had left.
+    """
+
+    def __init__(
+        self, samplers: Mapping[str, BatchSampler], offsets: Mapping[str, int], seed: int = 0
+    ):
+        if not samplers:
+            raise ValueError("No datasets to sample from.")
+        self.samplers = dict(samplers)
+        self.names = list(self.samplers)
+        self.offsets = dict(offsets)
+        self.seed = seed
+        self.epoch = 0
+        self.position = 0  # batches already served in this epoch
+
+    def set_epoch(self, epoch: int) -> None:
+        if epoch != self.epoch:
+            self.position = 0
+        self.epoch = epoch
+        for sampler in self.samplers.values():
+            sampler.set_epoch(epoch)
+
+    def rng(self) -> np.random.Generator:
+        return np.random.default_rng([self.seed, self.epoch, 7919])
+
+    def schedule(self) -> list[int]:
+        """Dataset index per step for the current epoch."""
+        raise NotImplementedError
+
+    def steps(self) -> list[tuple[str, list[int]]]:
+        """(dataset, rows) per step; each dataset's batches are served in its own order."""
+        out = []
+        served = dict.fromkeys(self.names, 0)
+        for d in self.schedule():
+            name = self.names[d]
+            out.append((name, self.batch_of(name, served[name])))
+            served[name] += 1
+        return out
+
+    def batch_of(self, name: str, k: int) -> list[int]:
+        return self.samplers[name].batches()[k]
+
+    def __iter__(self) -> Iterator[list[int]]:
+        steps = self.steps()
+        while self.position < len(steps):
+            name, rows = steps[self.position]
+            self.position += 1
+            yield [self.offsets[name] + r for r in rows]
+        self.position = 0
+
+    def __len__(self) -> int:
+        return len(self.schedule()) - self.position
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"epoch": self.epoch, "position": self.position, "seed": self.seed}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        if state.get("seed", self.seed) != self.seed:
+            raise ValueError(
+                f"Sampler state was saved with seed {state['seed']}, this run uses {self.seed}; "
+                "resume with the same seed."
+            )
+        self.set_epoch(int(state["epoch"]))
+        self.position = int(state["position"])
+
+    def counts(self) -> list[int]:
+        return [len(self.samplers[n]) for n in self.names]
+
+
+class ProportionalSampler(MultiDatasetSampler):
+    """Every batch of every dataset once per epoch, in a shuffled order: larger datasets are
+    drawn more often, and every row is used."""
+
+    def schedule(self) -> list[int]:
+        steps = np.repeat(np.arange(len(self.names)), self.counts())
+        return self.rng().permutation(steps).tolist()
+
+
+class RoundRobinSampler(MultiDatasetSampler):
+    """Datasets in turn, until the one with the fewest batches runs out: equal steps per
+    dataset, while the rest of the larger datasets is left for later epochs."""
+
+    def schedule(self) -> list[int]:
+        return list(range(len(self.names))) * min(self.counts())
+
+
+class WeightedSampler(MultiDatasetSampler):
+    """Each step draws a dataset at random with the given probabilities.
+
+    Args:
+        weights: dataset name -> weight (normalised); or
+        temperature: probabilities proportional to size^(1 / temperature) (1 = proportional,
+            larger = closer to uniform), as in multilingual and multi-task mixing.
+        steps_per_epoch: steps per epoch (default: all batches of all datasets).
+
+    A dataset drawn more often than it has batches starts over in a new shuffled order.
+    """
+
+    def __init__(
+        self,
+        samplers: Mapping[str, BatchSampler],
+        offsets: Mapping[str, int],
+        seed: int = 0,
+        weights: Mapping[str, float] | None = None,
+        temperature: float | None = None,
+        steps_per_epoch: int | None = None,
+    ) -> None:
+        super().__init__(samplers, offsets, seed)
+        if (weights is None) == (temperature is None):
+            raise ValueError("WeightedSampler needs exactly one of `weights` and `temperature`.")
+        if weights is not None:
+            unknown = set(weights) ^ set(self.names)
+            if unknown:
+                raise ValueError(
+                    f"weights must name each dataset once: {sorted(unknown)} do not match "
+                    f"the datasets {self.names}."
+                )
+            if any(w < 0 for w in weights.values()) or not sum(weights.values()) > 0:
+                raise ValueError(f"weights must be >= 0 and not all 0, got {dict(weights)}.")
+        if temperature is not None and not temperature > 0:
+            raise ValueError(f"temperature must be > 0, got {temperature}.")
+        self.weights = dict(weights) if weights is not None else None
+        self.temperature = temperature
+        self.steps_per_epoch = steps_per_epoch
+
+    def probabilities(self) -> np.ndarray:
+        if self.weights is not None:
+            raw = np.array([self.weights[n] for n in self.names], dtype=float)
+        else:
+            sizes = np.array([self.samplers[n].num_rows for n in self.names], dtype=float)
+            raw = sizes ** (1.0 / float(self.temperature))  # type: ignore[arg-type]
+        return raw / raw.sum()
+
+    def schedule(self) -> list[int]:
+        total = self.steps_per_epoch or sum(self.counts())
+        return self.rng().choice(len(self.names), size=total, p=self.probabilities()).tolist()
+
+    def batch_of(self, name: str, k: int) -> list[int]:
+        # Past its batches, a dataset starts another pass in a new order.
+        sampler = self.samplers[name]
+        n = len(sampler)
+        if k < n:
+            return sampler.batches()[k]
+        later = sampler.batches(pass_index=k // n)
+        return later[k % n % len(later)]

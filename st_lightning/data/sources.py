@@ -1,0 +1,107 @@
+"""Where a named dataset comes from: the Hub, local files or folders, or memory."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from datasets import Dataset, DatasetDict, load_dataset
+
+_BUILDERS = {
+    ".csv": "csv",
+    ".tsv": "csv",
+    ".json": "json",
+    ".jsonl": "json",
+    ".parquet": "parquet",
+    ".arrow": "arrow",
+}
+
+
+@dataclass
+class DatasetSpec:
+    """One dataset: where it is and which columns, in which order, feed the loss.
+
+    Args:
+        path: a Hub id (`sentence-transformers/all-nli`), a local folder laid out like one
+            (`data/all-nli`), or a local csv / tsv / json / jsonl / parquet / arrow file.
+        name: the subset (`triplet`); None for the default.
+        split: a split, slicing allowed (`train[:10000]`, `train[10%:]`).
+        columns: the columns to keep, in this order (None keeps all, in the file's order).
+        rename: old name -> new name, applied before `columns`.
+        remove_columns: columns to drop.
+        max_samples: keep the first this many rows (after shuffling, if asked).
+        shuffle: shuffle the rows once, with `seed`, before `max_samples`.
+        seed: the shuffle seed.
+        load_kwargs: passed on to `datasets.load_dataset` (e.g. `revision`, `delimiter`).
+    """
+
+    path: str
+    name: str | None = None
+    split: str = "train"
+    columns: list[str] | None = None
+    rename: dict[str, str] = field(default_factory=dict)
+    remove_columns: list[str] = field(default_factory=list)
+    max_samples: int | None = None
+    shuffle: bool = False
+    seed: int = 0
+    load_kwargs: dict[str, Any] = field(default_factory=dict)
+
+
+def _load(spec: DatasetSpec, dataset: str) -> Dataset:
+    path = Path(spec.path).expanduser()
+    kwargs = dict(spec.load_kwargs)
+    if path.suffix.lower() in _BUILDERS:
+        if not path.is_file():
+            raise FileNotFoundError(f"Dataset {dataset!r}: file {str(path)!r} does not exist.")
+        if path.suffix.lower() == ".tsv":
+            kwargs.setdefault("delimiter", "\t")
+        base_split = spec.split.split("[", 1)[0]  # slicing such as train[:100] works on files too
+        builder = _BUILDERS[path.suffix.lower()]
+        return load_dataset(builder, data_files={base_split: str(path)}, split=spec.split, **kwargs)
+    if path.is_dir() or str(spec.path).startswith((".", "/", "~")):
+        if not path.is_dir():
+            raise FileNotFoundError(f"Dataset {dataset!r}: folder {str(path)!r} does not exist.")
+        return load_dataset(str(path), spec.name, split=spec.split, **kwargs)
+    offline = (
+        os.environ.get("HF_DATASETS_OFFLINE") == "1" or os.environ.get("HF_HUB_OFFLINE") == "1"
+    )
+    try:
+        return load_dataset(spec.path, spec.name, split=spec.split, **kwargs)
+    except Exception as err:  # noqa: BLE001 - datasets raises many kinds; all end here
+        where = "offline (HF_HUB_OFFLINE=1) and not in the cache" if offline else str(err)
+        raise FileNotFoundError(
+            f"Dataset {dataset!r}: cannot load {spec.path!r} (subset {spec.name!r}, split "
+            f"{spec.split!r}): {where}. Use a local path (e.g. data/all-nli) or run once online."
+        ) from err
+
+
+def load_source(spec: DatasetSpec | Dataset | dict, dataset: str) -> Dataset:
+    """The rows of one named dataset, with its column selection applied."""
+    if isinstance(spec, DatasetDict):
+        raise TypeError(
+            f"Dataset {dataset!r} is a DatasetDict; pass one split (e.g. dataset_dict['train'])."
+        )
+    if isinstance(spec, dict):
+        spec = DatasetSpec(**spec)
+    ds = spec if isinstance(spec, Dataset) else _load(spec, dataset)
+    if isinstance(spec, DatasetSpec):
+        if spec.rename:
+            ds = ds.rename_columns(spec.rename)
+        if spec.remove_columns:
+            ds = ds.remove_columns(spec.remove_columns)
+        if spec.columns is not None:
+            missing = [c for c in spec.columns if c not in ds.column_names]
+            if missing:
+                raise ValueError(
+                    f"Dataset {dataset!r} has no column(s) {missing}; it has {ds.column_names}."
+                )
+            ds = ds.select_columns(spec.columns)
+        if spec.shuffle:
+            ds = ds.shuffle(seed=spec.seed)
+        if spec.max_samples is not None:
+            ds = ds.select(range(min(spec.max_samples, len(ds))))
+    if len(ds) == 0:
+        raise ValueError(f"Dataset {dataset!r} is empty; check its path, split and filters.")
+    return ds
