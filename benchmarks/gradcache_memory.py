@@ -1,8 +1,9 @@
 """Peak memory and speed of one training step, plain vs gradient-cached, as the batch grows.
 
-Each (mode, batch size) runs in a fresh process, after a warm-up step on 4 rows: all-MiniLM-L6-v2 (the packaged copy), MNRL on
-bundled NLI triplets, one forward+backward step. Peak resident memory is sampled every 2 ms
-during the step and reported above the resident memory just before it.
+Each (mode, batch size) runs in a fresh process, after a warm-up step on 4 rows:
+all-MiniLM-L6-v2 (the packaged copy), MNRL on bundled NLI triplets, one forward+backward step.
+Peak resident memory is sampled every 2 ms during the step and reported above the resident
+memory just before it.
 
     python benchmarks/gradcache_memory.py [--batch-sizes 64 128 256 512 1024] [--mini-batch-size 32]
 
@@ -91,9 +92,14 @@ def main() -> None:
     parser.add_argument(
         "--plain-max", type=int, default=256, help="largest batch for plain steps (memory grows)"
     )
+    parser.add_argument("--render", action="store_true", help="rewrite the table from the JSON")
     parser.add_argument("--single", nargs=2, metavar=("MODE", "BATCH"), help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/gradcache_memory")
     args = parser.parse_args()
+    if args.render:
+        saved = json.loads(args.out.with_suffix(".json").read_text())
+        args.out.with_suffix(".md").write_text(render(saved["results"], saved["machine"], args))
+        return
     if args.single:
         result = one(args.single[0], int(args.single[1]), args.mini_batch_size, args.model)
         print("RESULT " + json.dumps(result))
@@ -117,6 +123,16 @@ def main() -> None:
     import torch
 
     machine = f"{platform.machine()}, {os.cpu_count()} CPU cores, torch {torch.__version__}"
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.with_suffix(".json").write_text(
+        json.dumps({"machine": machine, "results": results}, indent=2) + "\n"
+    )
+    table = render(results, machine, args)
+    args.out.with_suffix(".md").write_text(table)
+    print(table)
+
+
+def render(results: list[dict], machine: str, args: argparse.Namespace) -> str:
     lines = [
         f"# GradCache: one MNRL step on NLI triplets, {args.model}",
         "",
@@ -126,24 +142,25 @@ def main() -> None:
         f"{args.plain_max} rows are not run: their memory grows with the batch past this "
         "machine's 24 GB. The losses differ by dropout draws (the model is in training mode).",
         "",
-        "| batch | plain peak MB | cached peak MB | plain samples/s | cached samples/s | loss plain / cached |",
+        "| batch | plain peak MB | cached peak MB | plain samples/s | cached samples/s "
+        "| loss plain / cached |",
         "| --- | --- | --- | --- | --- | --- |",
     ]
     by = {(r["mode"], r["batch_size"]): r for r in results}
-    for batch in args.batch_sizes:
+    for batch in sorted({r["batch_size"] for r in results}):
         p, c = by.get(("plain", batch)), by.get(("cached", batch))
-        if c:
-            lines.append(
-                f"| {batch} | {p['peak_step_memory_mb'] if p else 'not run'} | "
-                f"{c['peak_step_memory_mb']} | {p['samples_per_second'] if p else '-'} | "
-                f"{c['samples_per_second']} | {p['loss'] if p else 0:.5f} / {c['loss']:.5f} |"
-            )
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.with_suffix(".json").write_text(
-        json.dumps({"machine": machine, "results": results}, indent=2) + "\n"
-    )
-    args.out.with_suffix(".md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+        if c is None:
+            continue
+        plain = (
+            (p["peak_step_memory_mb"], p["samples_per_second"], f"{p['loss']:.5f}")
+            if p
+            else ("not run", "-", "-")
+        )
+        lines.append(
+            f"| {batch} | {plain[0]} | {c['peak_step_memory_mb']} | {plain[1]} | "
+            f"{c['samples_per_second']} | {plain[2]} / {c['loss']:.5f} |"
+        )
+    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":
