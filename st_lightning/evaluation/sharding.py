@@ -27,9 +27,10 @@ def sharded_encoder(
     """An `EncodeFn` where each rank embeds only its shard, then all ranks get every row.
 
     Shards are padded to equal size for the collective (`all_gather`, default
-    torch.distributed) and trimmed after (padding rows are not used), so every rank ends with identical embeddings and computes identical
-    metrics, and no text is embedded twice. `all_gather` maps a tensor to the stack of every
-    rank's copy (Lightning's `strategy.all_gather`); `device` is where collectives run.
+    torch.distributed) and trimmed after (padding rows are not used), so every rank ends with
+    identical embeddings and computes identical metrics, and no text is embedded twice.
+    `all_gather` maps a tensor to the stack of every rank's copy (Lightning's
+    `strategy.all_gather`); `device` is where collectives run.
     """
 
     def gather(x: Tensor) -> Tensor:
