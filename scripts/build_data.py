@@ -155,6 +155,7 @@ Keep these files for tests and examples only.
 | `all-nli/` | subsets `triplet`, `pair`, `pair-class`, `pair-score`; train = MultiNLI dev matched + mismatched + an 18k SNLI train sample, dev = SNLI dev, test = SNLI test (no-consensus `-` rows dropped) | triplet: anchor, positive, negative; pair: anchor, positive; pair-class: premise, hypothesis, label (0 entailment, 1 neutral, 2 contradiction); pair-score: sentence1, sentence2, score (1 / 0.5 / 0) | SNLI CC BY-SA 4.0; MultiNLI OANC (fiction: CC BY / CC BY-SA 3.0) |
 | `stsb/` | STS Benchmark train / validation / test | sentence1, sentence2, score (0-5 divided by 5) | scores CC BY-SA 4.0, texts per `stsb/LICENSE.txt` |
 | `quora-duplicates/` | a GLUE QQP subset; `pair` holds the duplicates only | pair: anchor, positive; pair-class: sentence1, sentence2, label | Quora ToS, **non-commercial** |
+| `scifact-pairs/` | (query, answer) pairs from the SciFact train qrels: a stand-in for natural-questions | query, answer | CC BY-NC 2.0, **non-commercial** |
 | `scifact/` | BEIR SciFact: `corpus.jsonl.gz`, `queries.jsonl`, `qrels/{train,test}.tsv` (LF line endings) | BEIR layout | CC BY-NC 2.0, **non-commercial** |
 
 A triplet pairs each entailed hypothesis of a premise with one of that premise's contradicted
@@ -242,6 +243,25 @@ def main() -> None:
         counts["scifact/corpus"] = sum(1 for _ in f)
     with (sci / "queries.jsonl").open(encoding="utf-8") as f:
         counts["scifact/queries"] = sum(1 for line in f if json.loads(line))
+
+    # (query, answer) pairs from the train qrels: a stand-in for natural-questions.
+    with (sci / "queries.jsonl").open(encoding="utf-8") as f:
+        queries = {q["_id"]: q["text"] for q in map(json.loads, f)}
+    with gzip.open(sci / "corpus.jsonl.gz", "rt", encoding="utf-8") as f:
+        corpus = {d["_id"]: f"{d['title']} {d['text']}".strip() for d in map(json.loads, f)}
+    qrels = [line.split("\t") for line in (sci / "qrels/train.tsv").read_text().splitlines()[1:]]
+    pairs = {"query": [queries[q] for q, _, _ in qrels], "answer": [corpus[d] for _, d, _ in qrels]}
+    counts["scifact-pairs/train"] = write_parquet(
+        pairs, out / "scifact-pairs" / "default" / "train.parquet"
+    )
+    (out / "scifact-pairs/README.md").write_text(
+        dataset_card(
+            "scifact-pairs (bundled stand-in for natural-questions)",
+            {"default": ["train"]},
+            "SciFact train claims with the abstracts that support or refute them. CC BY-NC 2.0, "
+            "NON-COMMERCIAL.",
+        )
+    )
 
     (out / "counts.json").write_text(json.dumps(counts, indent=2) + "\n")
     (out / "README.md").write_text(data_readme(counts))

@@ -19,6 +19,7 @@ COLUMNS = {
     "stsb": ["sentence1", "sentence2", "score"],
     "quora-duplicates/pair": ["anchor", "positive"],
     "quora-duplicates/pair-class": ["sentence1", "sentence2", "label"],
+    "scifact-pairs": ["query", "answer"],
 }
 COUNTS = json.loads((DATA / "counts.json").read_text())
 SHARED = REPO.parent / "shared" / "data"
@@ -26,8 +27,8 @@ SHARED = REPO.parent / "shared" / "data"
 
 def parquet_path(key: str):
     parts = key.split("/")
-    if parts[0] == "stsb":
-        return DATA / "stsb" / "default" / f"{parts[1]}.parquet"
+    if parts[0] in ("stsb", "scifact-pairs"):
+        return DATA / parts[0] / "default" / f"{parts[1]}.parquet"
     return DATA.joinpath(*parts[:-1]) / f"{parts[-1]}.parquet"
 
 

@@ -35,6 +35,8 @@ class DatasetSpec:
         shuffle: shuffle the rows once, with `seed`, before `max_samples`.
         seed: the shuffle seed.
         load_kwargs: passed on to `datasets.load_dataset` (e.g. `revision`, `delimiter`).
+        teacher: a model id/folder whose embeddings of the first column become the `label`
+            column (for MSELoss distillation); computed once when the data is set up.
     """
 
     path: str
@@ -47,6 +49,8 @@ class DatasetSpec:
     shuffle: bool = False
     seed: int = 0
     load_kwargs: dict[str, Any] = field(default_factory=dict)
+    teacher: str | None = None
+    teacher_batch_size: int = 64
 
 
 def _load(spec: DatasetSpec, dataset: str) -> Dataset:
@@ -104,4 +108,19 @@ def load_source(spec: DatasetSpec | Dataset | dict, dataset: str) -> Dataset:
             ds = ds.select(range(min(spec.max_samples, len(ds))))
     if len(ds) == 0:
         raise ValueError(f"Dataset {dataset!r} is empty; check its path, split and filters.")
+    if isinstance(spec, DatasetSpec) and spec.teacher:
+        ds = add_teacher_embeddings(ds, spec.teacher, spec.teacher_batch_size, dataset)
     return ds
+
+
+def add_teacher_embeddings(ds: Dataset, teacher: str, batch_size: int, dataset: str) -> Dataset:
+    """The teacher's embeddings of the first column, as the `label` column."""
+    from st_lightning.encoders import SentenceEncoder
+
+    if "label" in ds.column_names:
+        raise ValueError(
+            f"Dataset {dataset!r} already has a label column; drop it to add a teacher's."
+        )
+    model = SentenceEncoder.from_pretrained(teacher)
+    embeddings = model.encode(ds[ds.column_names[0]], batch_size=batch_size)
+    return ds.add_column("label", embeddings.tolist())

@@ -31,6 +31,8 @@ class EvaluatorCallback(L.Callback):
         every_n_steps: also evaluate every this many optimizer steps.
         on_epoch_end, before_training, after_training: when else to evaluate.
         csv_dir: write `<csv_dir>/<name>.csv` with one row per evaluation (rank 0).
+        monitors: metric keys that checkpointing, early stopping or a sweep watch; the first
+            evaluation fails with the list of real keys if one of them is not produced.
     """
 
     def __init__(
@@ -41,6 +43,7 @@ class EvaluatorCallback(L.Callback):
         before_training: bool = True,
         after_training: bool = True,
         csv_dir: str | None = None,
+        monitors: Sequence[str] = (),
     ) -> None:
         items = evaluators.values() if isinstance(evaluators, Mapping) else evaluators
         self.evaluators = [e for e in items if e is not None]
@@ -53,6 +56,7 @@ class EvaluatorCallback(L.Callback):
         self.after_training = after_training
         self.csv_dir = Path(csv_dir) if csv_dir else None
         self.history: list[dict[str, Any]] = []
+        self.monitors = list(monitors)
 
     def metric_keys(self) -> list[str]:
         """`val/<name>/<primary metric>` of each evaluator (what monitors usually watch)."""

@@ -1,0 +1,144 @@
+"""End of a training run: export the final and best models with their model cards."""
+
+from __future__ import annotations
+
+import copy
+import logging
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+from omegaconf import DictConfig, OmegaConf
+
+from st_lightning.card import DatasetInfo, model_card, token_stats
+from st_lightning.evaluation.callback import EvaluatorCallback
+from st_lightning.export import read_checkpoint
+
+log = logging.getLogger(__name__)
+
+
+def dataset_infos(data: Any, model: Any) -> list[DatasetInfo]:
+    infos = []
+    for name, tokenized in getattr(data, "tokenized", {}).items():
+        spec = data.specs[name]
+        source = getattr(spec, "path", "in-memory")
+        rows = tokenized.data
+        sample = rows.select(range(min(1000, len(rows))))
+        lengths = {
+            column: token_stats([len(ids) for ids in sample[f"__input_ids_{i}"]])
+            for i, column in enumerate(tokenized.inputs)
+        }
+        columns = [*tokenized.inputs, *([tokenized.label] if tokenized.label else [])]
+        examples = [{c: rows[i][c] for c in columns} for i in range(min(3, len(rows)))]
+        loss = model.loss_for(name)
+        infos.append(
+            DatasetInfo(
+                name=name,
+                source=str(source),
+                rows=len(rows),
+                columns=list(tokenized.inputs),
+                label=tokenized.label,
+                examples=examples,
+                token_lengths=lengths,
+                loss=type(loss).__name__,
+                loss_config=loss.config(),
+            )
+        )
+    return infos
+
+
+def build_card(cfg: DictConfig, model: Any, data: Any, evals: EvaluatorCallback, name: str) -> str:
+    encoder_cfg = cfg.model.encoder
+    base = encoder_cfg.get("name_or_path")
+    model_settings: dict[str, Any] = OmegaConf.to_container(cfg.model, resolve=True)  # type: ignore[assignment]
+    hyper = {str(k): v for k, v in model_settings.items() if k not in ("encoder", "_target_")}
+    hyper.update(
+        {
+            "batch_size": cfg.data.get("batch_size"),
+            "max_epochs": cfg.trainer.get("max_epochs"),
+            "max_steps": cfg.trainer.get("max_steps"),
+            "precision": cfg.trainer.get("precision"),
+            "seed": cfg.seed,
+            "multi_dataset_sampler": (cfg.data.get("multi_dataset_sampler") or {}).get("_target_"),
+            "batch_sampler": (cfg.data.get("batch_sampler") or {}).get("_target_"),
+        }
+    )
+    infos = dataset_infos(data, model)
+    citations = {}
+    for info in infos:
+        citation = type(model.loss_for(info.name)).citation
+        if citation:
+            citations[info.loss] = citation
+    log_rows = [
+        {
+            "stage": e["stage"],
+            "epoch": e["epoch"],
+            "step": e["step"],
+            "evaluator": e["evaluator"],
+            **{k: v for k, v in e["metrics"].items() if k == _primary(evals, e["evaluator"])},
+        }
+        for e in evals.history
+    ]
+    return model_card(
+        model.encoder,
+        model_name=name,
+        base_model=base,
+        datasets=infos,
+        evaluations=evals.summary(),
+        primary_metrics={e.name: e.primary_metric for e in evals.evaluators},
+        hyperparameters=hyper,
+        training_log=log_rows,
+        citations=citations,
+    )
+
+
+def _primary(evals: EvaluatorCallback, name: str) -> str:
+    return next((e.primary_metric for e in evals.evaluators if e.name == name), "")
+
+
+def export_models(
+    cfg: DictConfig,
+    trainer: L.Trainer,
+    model: Any,
+    data: Any,
+    evals: EvaluatorCallback,
+    output_dir: Path,
+) -> dict[str, Path]:
+    """Save `final/` (the weights at the end) and `best/` (the best monitored checkpoint)."""
+    out: dict[str, Path] = {}
+    name = str(cfg.export.get("model_name") or "st_lightning-model")
+    card = build_card(cfg, model, data, evals, name)
+    if cfg.export.get("final", True):
+        out["final"] = model.encoder.save_pretrained(output_dir / "final", model_card=card)
+        log.info("Exported the final model to %s", out["final"])
+    best = getattr(trainer.checkpoint_callback, "best_model_path", "")
+    if (
+        cfg.export.get("best", True)
+        and best
+        and getattr(trainer.checkpoint_callback, "monitor", None)
+    ):
+        checkpoint = read_checkpoint(best)
+        encoder = copy.deepcopy(model.encoder)
+        prefix = "encoder."
+        encoder.load_state_dict(
+            {
+                k[len(prefix) :]: v
+                for k, v in checkpoint["state_dict"].items()
+                if k.startswith(prefix)
+            }
+        )
+        out["best"] = encoder.save_pretrained(output_dir / "best", model_card=card)
+        log.info("Exported the best model (%s) to %s", best, out["best"])
+    return out
+
+
+def summary_table(evals: EvaluatorCallback) -> str:
+    """Primary metrics before and after training, as a small text table."""
+    lines = [f"{'evaluator':<20} {'metric':<28} {'before':>9} {'after':>9}"]
+    for e in evals.evaluators:
+        stages = evals.summary().get(e.name, {})
+        before = stages.get("before", {}).get(e.primary_metric)
+        after = stages.get("after", {}).get(e.primary_metric)
+        fmt = lambda v: f"{v:9.4f}" if v is not None else f"{'-':>9}"  # noqa: E731
+        lines.append(f"{e.name:<20} {e.primary_metric:<28} {fmt(before)} {fmt(after)}")
+    return "\n".join(lines)

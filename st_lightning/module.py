@@ -1,0 +1,297 @@
+"""EmbeddingModule: the encoder, one loss per dataset, and the optimizer and schedule."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from contextlib import nullcontext
+from typing import Any, Literal
+
+import lightning as L
+import torch
+import torch.distributed as dist
+from torch import Tensor, nn
+from torch.optim import AdamW
+from torch.optim.lr_scheduler import LambdaLR
+
+from st_lightning.data.collate import Batch
+from st_lightning.encoders import SentenceEncoder
+from st_lightning.losses.base import EmbeddingLoss
+from st_lightning.losses.gradcache import cached_backward, total_loss
+
+NO_DECAY = ("bias", "LayerNorm.weight", "layer_norm.weight", "norm.weight")
+
+
+class EmbeddingModule(L.LightningModule):
+    """Trains a `SentenceEncoder` with a dict of losses keyed by dataset name.
+
+    Args:
+        encoder: the model being trained (saved at the end in sentence-transformers format).
+        losses: dataset name -> loss (a single loss is used for every dataset).
+        lr: AdamW learning rate.
+        weight_decay: AdamW weight decay, except for biases and normalization weights.
+        lr_multipliers: parameter-name prefix -> learning-rate factor, e.g. `{"losses": 10.0}`
+            for a freshly initialised SoftmaxLoss classifier, `{"encoder.transformer.embeddings":
+            0.1}`; the longest matching prefix wins.
+        warmup_ratio / warmup_steps: linear warmup over this share / number of optimizer steps
+            (steps win when both are set).
+        scheduler: "linear" decay to 0, "cosine" decay to 0, or "constant" after the warmup.
+        adam_betas, adam_eps: AdamW settings.
+        mini_batch_size: turn on gradient caching with this many rows per forward pass (any
+            loss; memory is bounded by the mini-batch). Uses manual optimization, so gradient
+            clipping and accumulation are set here instead of on the Trainer.
+        gradient_clip_val, accumulate_grad_batches: for the cached mode only.
+        nan_policy: a non-finite loss "raise"s (naming the dataset and batch) or is "skip"ped
+            (counted in `train/skipped_batches`).
+    """
+
+    def __init__(
+        self,
+        encoder: SentenceEncoder,
+        losses: Mapping[str, EmbeddingLoss] | EmbeddingLoss,
+        lr: float = 5e-5,
+        weight_decay: float = 0.01,
+        lr_multipliers: Mapping[str, float] | None = None,
+        warmup_ratio: float = 0.0,
+        warmup_steps: int = 0,
+        scheduler: Literal["linear", "cosine", "constant"] = "linear",
+        adam_betas: tuple[float, float] = (0.9, 0.999),
+        adam_eps: float = 1e-8,
+        mini_batch_size: int | None = None,
+        gradient_clip_val: float | None = None,
+        accumulate_grad_batches: int = 1,
+        nan_policy: Literal["raise", "skip"] = "raise",
+    ) -> None:
+        super().__init__()
+        if not lr > 0:
+            raise ValueError(f"lr must be > 0, got {lr}.")
+        if not 0 <= warmup_ratio < 1:
+            raise ValueError(f"warmup_ratio must be in [0, 1), got {warmup_ratio}.")
+        if scheduler not in ("linear", "cosine", "constant"):
+            raise ValueError(f"scheduler must be linear, cosine or constant, got {scheduler!r}.")
+        if nan_policy not in ("raise", "skip"):
+            raise ValueError(f"nan_policy must be 'raise' or 'skip', got {nan_policy!r}.")
+        if mini_batch_size is not None and mini_batch_size < 1:
+            raise ValueError(f"mini_batch_size must be >= 1, got {mini_batch_size}.")
+        self.save_hyperparameters(ignore=["encoder", "losses"])
+        self.encoder = encoder
+        if isinstance(losses, EmbeddingLoss):
+            self.shared_loss: EmbeddingLoss | None = losses
+            losses = {}
+        else:
+            self.shared_loss = None
+        self.losses = nn.ModuleDict(dict(losses))
+        self.lr = lr
+        self.weight_decay = weight_decay
+        self.lr_multipliers = dict(lr_multipliers or {})
+        self.warmup_ratio = warmup_ratio
+        self.warmup_steps = warmup_steps
+        self.scheduler_name = scheduler
+        self.adam_betas = (float(adam_betas[0]), float(adam_betas[1]))
+        self.adam_eps = adam_eps
+        self.mini_batch_size = mini_batch_size
+        self.gradient_clip_val = gradient_clip_val
+        self.accumulate_grad_batches = accumulate_grad_batches
+        self.nan_policy = nan_policy
+        self.skipped_batches = 0
+        self.cached_batches = 0
+        self.automatic_optimization = mini_batch_size is None
+
+    # ---- wiring ------------------------------------------------------------------------------
+    def loss_for(self, dataset: str) -> EmbeddingLoss:
+        if self.shared_loss is not None:
+            return self.shared_loss
+        if dataset not in self.losses:
+            raise KeyError(
+                f"No loss for dataset {dataset!r}; the losses are {sorted(self.losses)}."
+            )
+        return self.losses[dataset]  # type: ignore[return-value]
+
+    def setup(self, stage: str) -> None:
+        datamodule = getattr(self.trainer, "datamodule", None)
+        if datamodule is None or not hasattr(datamodule, "check_losses"):
+            return
+        names = list(datamodule.specs)
+        if self.shared_loss is not None:
+            self.losses = nn.ModuleDict(dict.fromkeys(names, self.shared_loss))
+            self.shared_loss = None
+        datamodule.check_losses(dict(self.losses), self.encoder.embedding_dimension)
+        if any(getattr(loss, "needs_guide", False) for loss in self.losses.values()):
+            datamodule.with_texts = True
+            if getattr(datamodule, "collator", None) is not None:
+                datamodule.collator.with_texts = True
+
+    # ---- the step ----------------------------------------------------------------------------
+    def embed(self, batch: Batch, loss: EmbeddingLoss) -> tuple[list[Tensor], dict[str, Any]]:
+        extra: dict[str, Any] = {}
+        if loss.needs_layers:
+            per_column = [self.encoder.forward_layers(f) for f in batch.features]
+            layers = [list(group) for group in zip(*per_column, strict=True)]
+            extra["layer_embeddings"] = layers
+            embeddings = layers[-1]
+        else:
+            embeddings = [self.encoder(f) for f in batch.features]
+        if loss.needs_guide:
+            extra["guide_embeddings"] = self.guide(batch, loss)
+        return embeddings, extra
+
+    def guide(self, batch: Batch, loss: EmbeddingLoss) -> list[Tensor]:
+        if batch.texts is None:
+            raise ValueError(f"{type(loss).__name__} needs the batch texts (with_texts=True).")
+        return loss.embed_guide(batch.texts, self.device)  # type: ignore[attr-defined,operator]
+
+    def training_step(self, batch: Batch, batch_idx: int) -> Tensor | None:
+        loss_fn = self.loss_for(batch.dataset)
+        if self.mini_batch_size is None:
+            embeddings, extra = self.embed(batch, loss_fn)
+            value = loss_fn(embeddings, batch.labels, **extra)
+        else:
+            value = self.cached_step(batch, loss_fn)
+        total = total_loss(value)
+        if not self.finite(total, batch, batch_idx):
+            return None
+        self.log_loss(batch, value, total)
+        return total if self.mini_batch_size is None else None
+
+    def finite(self, total: Tensor, batch: Batch, batch_idx: int) -> bool:
+        if bool(torch.isfinite(total)):
+            return True
+        message = (
+            f"Non-finite loss {total.item()} on dataset {batch.dataset!r}, batch {batch_idx} "
+            f"(epoch {self.current_epoch}, step {self.global_step})."
+        )
+        if self.nan_policy == "raise":
+            raise FloatingPointError(message + " Set model.nan_policy=skip to skip such batches.")
+        self.skipped_batches += 1
+        self.log("train/skipped_batches", float(self.skipped_batches))
+        if self.mini_batch_size is not None:
+            for opt in self._optimizer_list():
+                opt.zero_grad(set_to_none=True)
+        return False
+
+    def log_loss(self, batch: Batch, value: Tensor | dict[str, Tensor], total: Tensor) -> None:
+        size = batch.size
+        self.log("train/loss", total, prog_bar=True, batch_size=size)
+        self.log(f"train/loss/{batch.dataset}", total, batch_size=size)
+        if isinstance(value, dict):
+            for name, part in value.items():
+                self.log(f"train/loss/{batch.dataset}/{name}", part, batch_size=size)
+
+    def cached_step(self, batch: Batch, loss_fn: EmbeddingLoss) -> Tensor | dict[str, Tensor]:
+        """Gradient caching with manual optimization; gradients are averaged over ranks here."""
+        opt = self._optimizer_list()[0]
+        extra = {"guide_embeddings": self.guide(batch, loss_fn)} if loss_fn.needs_guide else {}
+        embed = self.encoder.forward_layers if loss_fn.needs_layers else self.encoder
+
+        def loss_call(embeddings: list[Tensor], labels: Tensor | None, **kw: Any) -> Any:
+            return loss_fn(embeddings, labels, **extra, **kw)
+
+        # No gradient sync inside the cached backward passes; `average_gradients` does it once.
+        no_sync = getattr(self.trainer.strategy, "block_backward_sync", nullcontext)
+        with no_sync():
+            value = cached_backward(
+                embed,
+                loss_call,
+                batch.features,
+                batch.labels,
+                self.mini_batch_size,  # type: ignore[arg-type]
+                loss_scale=1.0 / self.accumulate_grad_batches,
+                layers=loss_fn.needs_layers,
+            )
+        self.cached_batches += 1
+        if self.cached_batches % self.accumulate_grad_batches == 0:
+            self.average_gradients()
+            if self.gradient_clip_val:
+                self.clip_gradients(opt, gradient_clip_val=self.gradient_clip_val)
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            scheduler = self.lr_schedulers()
+            if scheduler is not None:
+                scheduler.step()  # type: ignore[union-attr]
+        return value
+
+    def average_gradients(self) -> None:
+        if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+            return
+        world = dist.get_world_size()
+        for p in self.parameters():
+            if p.grad is not None:
+                dist.all_reduce(p.grad)
+                p.grad /= world
+
+    def _optimizer_list(self) -> list[Any]:
+        opts = self.optimizers()
+        return opts if isinstance(opts, list) else [opts]
+
+    # ---- optimizer ---------------------------------------------------------------------------
+    def parameter_groups(self) -> list[dict[str, Any]]:
+        groups: dict[tuple[float, float], list[nn.Parameter]] = {}
+        seen: set[int] = set()
+        for name, p in self.named_parameters():
+            if not p.requires_grad or id(p) in seen:
+                continue
+            seen.add(id(p))
+            decay = 0.0 if any(k in name for k in NO_DECAY) else self.weight_decay
+            prefixes = [k for k in self.lr_multipliers if name.startswith(k)]
+            factor = self.lr_multipliers[max(prefixes, key=len)] if prefixes else 1.0
+            groups.setdefault((decay, self.lr * factor), []).append(p)
+        return [{"params": ps, "weight_decay": wd, "lr": lr} for (wd, lr), ps in groups.items()]
+
+    def configure_optimizers(self) -> Any:
+        optimizer = AdamW(
+            self.parameter_groups(), lr=self.lr, betas=self.adam_betas, eps=self.adam_eps
+        )
+        total = max(int(self.trainer.estimated_stepping_batches), 1)
+        if self.mini_batch_size is not None:
+            total = max(total // self.accumulate_grad_batches, 1)
+        warmup = self.warmup_steps or math.ceil(self.warmup_ratio * total)
+        schedule = self.scheduler_name
+
+        def factor(step: int) -> float:
+            if step < warmup:
+                return (step + 1) / (warmup + 1)
+            if schedule == "constant":
+                return 1.0
+            progress = min((step - warmup) / max(total - warmup, 1), 1.0)
+            if schedule == "cosine":
+                return 0.5 * (1.0 + math.cos(math.pi * progress))
+            return 1.0 - progress
+
+        scheduler = LambdaLR(optimizer, factor)
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
+        }
+
+    # ---- checkpoints -------------------------------------------------------------------------
+    def architecture(self) -> dict[str, Any]:
+        config = self.encoder.transformer.config
+        return {
+            "model_type": getattr(config, "model_type", None),
+            "hidden_size": getattr(config, "hidden_size", None),
+            "num_hidden_layers": getattr(config, "num_hidden_layers", None),
+            "vocab_size": getattr(config, "vocab_size", None),
+            "pooling": list(self.encoder.pooling.modes),
+            "embedding_dimension": self.encoder.embedding_dimension,
+            "losses": {k: type(v).__name__ for k, v in self.losses.items()},
+        }
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["st_lightning"] = {
+            "architecture": self.architecture(),
+            "config": getattr(self, "run_config", None),  # rebuilds the encoder on export
+        }
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        saved = checkpoint.get("st_lightning", {}).get("architecture")
+        if saved is None:
+            raise ValueError(
+                "This checkpoint was not written by st_lightning (no architecture record)."
+            )
+        mine = self.architecture()
+        diff = {k: (saved.get(k), v) for k, v in mine.items() if saved.get(k) != v}
+        if diff:
+            raise ValueError(
+                "The checkpoint belongs to another model; (checkpoint, this run) differ in "
+                f"{diff}. Resume with the same model and losses, or start a new run."
+            )

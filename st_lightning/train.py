@@ -1,0 +1,111 @@
+"""Train from a Hydra config: python -m st_lightning.train +experiment=nli_triplet [overrides]."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import hydra
+import lightning as L
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from st_lightning.evaluation.callback import EvaluatorCallback
+from st_lightning.export_run import export_models, summary_table
+from st_lightning.utils.checkpoint import AtomicCheckpointIO
+from st_lightning.utils.instantiate import instantiate_named
+
+log = logging.getLogger(__name__)
+
+
+def check_config(cfg: DictConfig) -> None:
+    """Cheap checks before anything is loaded: what the monitors watch must exist."""
+    evaluators = [k for k, v in (cfg.get("evaluator") or {}).items() if v is not None]
+    watched = [cfg.get("optimized_metric")]
+    for cb in (cfg.get("callbacks") or {}).values():
+        if cb is not None and cb.get("monitor"):
+            watched.append(cb.get("monitor"))
+    for key in filter(None, watched):
+        parts = str(key).split("/")
+        if parts[0] == "train":
+            continue
+        if len(parts) < 3 or parts[0] != "val" or parts[1] not in evaluators:
+            raise ValueError(
+                f"The monitored metric {key!r} comes from no configured evaluator; metrics are "
+                f"val/<evaluator>/<metric> and the evaluators are {evaluators}."
+            )
+
+
+def train(cfg: DictConfig) -> dict[str, float]:
+    """Seed, build everything from `cfg`, fit, export; returns the final logged metrics."""
+    check_config(cfg)
+    output_dir = Path(cfg.paths.output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    (output_dir / "config.yaml").write_text(OmegaConf.to_yaml(resolved))
+    L.seed_everything(cfg.seed, workers=True)
+
+    encoder = instantiate(cfg.model.encoder)
+    losses = instantiate_named(cfg.losses)
+    model_cfg = OmegaConf.masked_copy(cfg.model, [k for k in cfg.model if k != "encoder"])
+    model = instantiate(model_cfg, encoder=encoder, losses=losses)
+    model.run_config = resolved
+    data = instantiate(cfg.data, tokenizer=encoder.tokenizer, max_seq_length=encoder.max_seq_length)
+
+    evaluators = instantiate_named(cfg.get("evaluator"))
+    eval_callback = EvaluatorCallback(
+        evaluators,
+        csv_dir=str(output_dir / "eval"),
+        monitors=[m for m in _monitors(cfg) if m and str(m).startswith("val/")],
+        **cfg.evaluation,
+    )
+    callbacks = [eval_callback, *instantiate_named(cfg.get("callbacks")).values()]
+    loggers = list(instantiate_named(cfg.get("logger")).values())
+    trainer: L.Trainer = instantiate(
+        cfg.trainer, callbacks=callbacks, logger=loggers or False, plugins=[AtomicCheckpointIO()]
+    )
+    for logger in trainer.loggers:
+        logger.log_hyperparams(resolved)  # type: ignore[arg-type]
+
+    trainer.fit(model, datamodule=data, ckpt_path=cfg.get("ckpt_path"))
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
+    if trainer.is_global_zero:
+        export_models(cfg, trainer, model, data, eval_callback, output_dir)
+        print(summary_table(eval_callback))
+    return metrics
+
+
+def _monitors(cfg: DictConfig) -> list[str | None]:
+    found = [cfg.get("optimized_metric")]
+    for cb in (cfg.get("callbacks") or {}).values():
+        if cb is not None:
+            found.append(cb.get("monitor"))
+    return found
+
+
+def metric_value(metrics: dict[str, float], name: str | None) -> float | None:
+    if name is None:
+        return None
+    if name not in metrics:
+        raise KeyError(f"optimized_metric {name!r} was not logged; logged: {sorted(metrics)}.")
+    return metrics[name]
+
+
+@hydra.main(config_path="../conf", config_name="train", version_base="1.3")
+def main(cfg: DictConfig) -> float | None:
+    try:
+        return metric_value(train(cfg), cfg.get("optimized_metric"))
+    finally:
+        try:
+            import wandb
+
+            if wandb.run is not None:
+                wandb.finish()
+        except ImportError:
+            pass
+
+
+if __name__ == "__main__":
+    torch.set_float32_matmul_precision("high")
+    main()

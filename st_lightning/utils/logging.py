@@ -1,0 +1,49 @@
+"""Logger factories and a throughput monitor."""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+import lightning as L
+
+
+def wandb_logger(**kwargs: Any) -> Any:
+    """A WandbLogger that runs offline unless an API key or an explicit mode says otherwise.
+
+    The key itself is read by wandb from the environment; it never enters configs or logs.
+    """
+    from lightning.pytorch.loggers import WandbLogger
+
+    if "WANDB_MODE" not in os.environ and not os.environ.get("WANDB_API_KEY"):
+        kwargs.setdefault("offline", True)
+    return WandbLogger(**kwargs)
+
+
+class ThroughputMonitor(L.Callback):
+    """Logs samples/s, real (non-padding) tokens/s and the padding fraction of each step."""
+
+    def on_train_batch_start(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
+        self._start = time.perf_counter()
+
+    def on_train_batch_end(
+        self,
+        trainer: L.Trainer,
+        pl_module: L.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+    ) -> None:
+        seconds = time.perf_counter() - getattr(self, "_start", time.perf_counter())
+        features = getattr(batch, "features", None)
+        if not features or seconds <= 0:
+            return
+        real = sum(int(f["attention_mask"].sum()) for f in features)
+        padded = sum(f["attention_mask"].numel() for f in features)
+        size = batch.size
+        pl_module.log("train/samples_per_sec", size / seconds, batch_size=size)
+        pl_module.log("train/tokens_per_sec", real / seconds, batch_size=size)
+        pl_module.log("train/padding_fraction", 1.0 - real / max(padded, 1), batch_size=size)

@@ -1,0 +1,102 @@
+"""Every experiment and sweep composes, and every _target_ binds its arguments."""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from omegaconf import DictConfig, ListConfig, OmegaConf
+
+CONF = Path(__file__).resolve().parents[1] / "conf"
+EXPERIMENTS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))
+SWEEPS = sorted(p.stem for p in (CONF / "hparams_search").glob("*.yaml"))
+
+
+def compose_cfg(overrides: list[str], return_hydra_config: bool = False) -> DictConfig:
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        return compose("train", overrides=overrides, return_hydra_config=return_hydra_config)
+
+
+def resolve_target(path: str):
+    module, _, name = path.rpartition(".")
+    try:
+        return getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError):
+        owner_module, _, owner = module.rpartition(".")
+        return getattr(getattr(importlib.import_module(owner_module), owner), name)
+
+
+def walk_targets(node, where="cfg"):
+    if isinstance(node, DictConfig):
+        if "_target_" in node:
+            yield where, node
+        for key in node:
+            if key == "hydra":
+                continue
+            yield from walk_targets(node._get_node(key), f"{where}.{key}")
+    elif isinstance(node, ListConfig):
+        for i, item in enumerate(node):
+            yield from walk_targets(item, f"{where}[{i}]")
+
+
+def check_binds(cfg: DictConfig) -> int:
+    count = 0
+    for where, node in walk_targets(cfg):
+        target = resolve_target(node._target_)
+        kwargs = {k: None for k in node if not str(k).startswith("_")}
+        signature = inspect.signature(target)
+        try:
+            signature.bind_partial(**kwargs)
+        except TypeError as err:
+            raise AssertionError(
+                f"{where}: {node._target_} does not take {sorted(kwargs)}: {err}"
+            ) from err
+        count += 1
+    return count
+
+
+@pytest.mark.parametrize("name", EXPERIMENTS)
+def test_experiment_composes_and_binds(name):
+    cfg = compose_cfg([f"+experiment={name}"])
+    assert set(cfg.losses) == set(cfg.data.datasets), "one loss per dataset"
+    evaluators = {k for k, v in cfg.evaluator.items() if v is not None}
+    for cb in cfg.callbacks.values():
+        monitor = cb.get("monitor") if cb is not None else None
+        if monitor:
+            assert monitor.split("/")[1] in evaluators
+    assert check_binds(cfg) >= 5
+
+
+@pytest.mark.parametrize("sweep", SWEEPS)
+def test_sweep_composes_with_its_experiment(sweep):
+    experiment = next(e for e in EXPERIMENTS if sweep.startswith(e))
+    cfg = compose_cfg(
+        [f"+experiment={experiment}", f"+hparams_search={sweep}"], return_hydra_config=True
+    )
+    assert cfg.hydra.mode.name == "MULTIRUN" and cfg.optimized_metric
+    assert cfg.optimized_metric.split("/")[1] in cfg.evaluator
+    for key in cfg.hydra.sweeper.params:
+        assert OmegaConf.select(cfg, key) is not None, f"swept key {key} does not exist"
+
+
+@pytest.mark.parametrize("group", ["loss", "evaluator", "trainer"])
+def test_group_files_swap_into_smoke(group):
+    for path in sorted((CONF / group).glob("*.yaml")):
+        if group == "loss":
+            overrides = ["+experiment=smoke", f"loss@losses.nli={path.stem}"]
+        elif group == "evaluator":
+            overrides = ["+experiment=smoke", f"evaluator=[{path.stem}]"]
+        else:
+            overrides = ["+experiment=smoke", f"trainer={path.stem}"]
+        cfg = compose_cfg(overrides)
+        check_binds(cfg)
+
+
+def test_unknown_experiment_is_named():
+    with pytest.raises(Exception, match="nli_tripplet"):
+        compose_cfg(["+experiment=nli_tripplet"])
