@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from datasets import Dataset, DatasetDict, load_dataset
+from omegaconf import DictConfig, OmegaConf
 
 _BUILDERS = {
     ".csv": "csv",
@@ -81,14 +83,16 @@ def _load(spec: DatasetSpec, dataset: str) -> Dataset:
         ) from err
 
 
-def load_source(spec: DatasetSpec | Dataset | dict, dataset: str) -> Dataset:
+def load_source(spec: DatasetSpec | Dataset | Mapping[str, Any], dataset: str) -> Dataset:
     """The rows of one named dataset, with its column selection applied."""
     if isinstance(spec, DatasetDict):
         raise TypeError(
             f"Dataset {dataset!r} is a DatasetDict; pass one split (e.g. dataset_dict['train'])."
         )
-    if isinstance(spec, dict):
-        spec = DatasetSpec(**spec)
+    if isinstance(spec, Mapping):  # a dict, or a config node (Hydra may hand these over)
+        fields = OmegaConf.to_container(spec) if isinstance(spec, DictConfig) else dict(spec)
+        fields.pop("_target_", None)  # type: ignore[union-attr]
+        spec = DatasetSpec(**fields)  # type: ignore[arg-type]
     ds = spec if isinstance(spec, Dataset) else _load(spec, dataset)
     if isinstance(spec, DatasetSpec):
         if spec.rename:
