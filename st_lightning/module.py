@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import random
 from collections.abc import Mapping
 from contextlib import nullcontext
 from typing import Any, Literal
@@ -280,6 +281,13 @@ class EmbeddingModule(L.LightningModule):
         checkpoint["st_lightning"] = {
             "architecture": self.architecture(),
             "config": getattr(self, "run_config", None),  # rebuilds the encoder on export
+            # Dropout draws continue where they were, so a resumed run matches an unbroken one.
+            "rng": {
+                "torch": torch.get_rng_state(),
+                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+                "python": list(random.getstate()[1]),
+            },
+            "skipped_batches": self.skipped_batches,
         }
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
@@ -295,3 +303,11 @@ class EmbeddingModule(L.LightningModule):
                 "The checkpoint belongs to another model; (checkpoint, this run) differ in "
                 f"{diff}. Resume with the same model and losses, or start a new run."
             )
+        state = checkpoint["st_lightning"]
+        rng = state.get("rng")
+        if rng:
+            torch.set_rng_state(rng["torch"])
+            if rng["cuda"] and torch.cuda.is_available():
+                torch.cuda.set_rng_state_all(rng["cuda"])
+            random.setstate((3, tuple(rng["python"]), None))
+        self.skipped_batches = int(state.get("skipped_batches", 0))

@@ -49,7 +49,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     encoder = instantiate(cfg.model.encoder)
     losses = instantiate_named(cfg.losses)
     model_cfg = OmegaConf.masked_copy(cfg.model, [k for k in cfg.model if k != "encoder"])
-    model = instantiate(model_cfg, encoder=encoder, losses=losses)
+    model = instantiate(model_cfg, encoder=encoder, losses=losses, _convert_="all")
     model.run_config = resolved
     data = instantiate(cfg.data, tokenizer=encoder.tokenizer, max_seq_length=encoder.max_seq_length)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import pytest
+import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import open_dict
 from test_configs import compose_cfg
@@ -88,3 +89,72 @@ def test_every_experiment_runs(name, tmp_path):
     metrics = train(cfg)
     assert math.isfinite(metrics["train/loss"]) and "val/sts_tiny/spearman_cosine" in metrics
     assert (tmp_path / "final" / "modules.json").exists()
+
+
+def final_weights(path):
+    from safetensors.torch import load_file
+
+    return load_file(str(path / "final" / "model.safetensors"))
+
+
+@pytest.mark.slow
+def test_resumed_run_ends_with_the_same_weights(tmp_path):
+    """Stop after 3 of 7 steps (mid-epoch, dropout on), resume: same weights as never stopped.
+
+    The smoke data has 48 rows in batches of 4, so 7 steps stay inside the first epoch.
+    """
+    base = [
+        "+experiment=smoke",
+        "evaluator=[]",
+        "trainer.max_steps=7",
+        "data.batch_size=4",
+        "callbacks.model_checkpoint.every_n_train_steps=1",
+        "callbacks.model_checkpoint.save_top_k=-1",
+    ]
+    train(run_cfg(tmp_path / "full", base))
+    stopped = tmp_path / "part"
+    stop = ["+callbacks.stop._target_=st_lightning.utils.stop.StopAtStep", "+callbacks.stop.step=3"]
+    train(run_cfg(stopped, [*base, *stop]))
+    checkpoint = stopped / "checkpoints" / "last.ckpt"
+    train(run_cfg(tmp_path / "resumed", [*base, f"ckpt_path={checkpoint}"]))
+    expected, got = final_weights(tmp_path / "full"), final_weights(tmp_path / "resumed")
+    assert not all(torch.equal(expected[k], final_weights(stopped)[k]) for k in expected)
+    for key, value in expected.items():
+        torch.testing.assert_close(got[key], value, rtol=1e-5, atol=1e-7, msg=key)
+
+
+def test_checkpoint_from_another_model_is_refused(tmp_path):
+    base = ["+experiment=smoke", "evaluator=[]", "trainer.max_steps=1"]
+    train(run_cfg(tmp_path / "a", base))
+    checkpoint = tmp_path / "a" / "checkpoints" / "last.ckpt"
+    with pytest.raises(ValueError, match="another model"):
+        train(
+            run_cfg(
+                tmp_path / "b", [*base, "model.encoder.hidden_size=48", f"ckpt_path={checkpoint}"]
+            )
+        )
+
+
+def test_monitor_of_a_missing_metric_fails_before_training(tmp_path):
+    with pytest.raises(ValueError, match="comes from no configured evaluator"):
+        train(
+            run_cfg(
+                tmp_path,
+                [
+                    "+experiment=smoke",
+                    "callbacks.model_checkpoint.monitor=val/sts_dev/spearman_cosine",
+                ],
+            )
+        )
+    with pytest.raises(ValueError, match="not produced by the evaluators"):
+        train(
+            run_cfg(
+                tmp_path,
+                ["+experiment=smoke", "callbacks.model_checkpoint.monitor=val/sts_tiny/spearman"],
+            )
+        )
+
+
+def test_loss_dict_not_matching_the_datasets(tmp_path):
+    with pytest.raises(ValueError, match="keyed"):
+        train(run_cfg(tmp_path, ["+experiment=smoke", "+loss@losses.other=cosent"]))

@@ -223,10 +223,23 @@ class EmbeddingDataModule(L.LightningDataModule):
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
             pin_memory=torch.cuda.is_available(),
+            # Its own generator: creating an iterator then draws no number from the global RNG,
+            # so dropout masks do not depend on when iterators are created (exact resume).
+            generator=torch.Generator().manual_seed(self.seed),
         )
 
     def state_dict(self) -> dict[str, Any]:
-        return self.sampler.state_dict() if self.sampler is not None else {}
+        """The sampler's epoch and position. Inside a Trainer, the position is the number of
+        batches the training loop has processed (DataLoader prefetching runs ahead of it)."""
+        if self.sampler is None:
+            return {}
+        state = self.sampler.state_dict()
+        trainer = getattr(self, "trainer", None)
+        if trainer is not None:
+            progress = trainer.fit_loop.epoch_loop.batch_progress.current
+            state["epoch"] = trainer.current_epoch
+            state["position"] = int(progress.processed)
+        return state
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         if self.sampler is not None:

@@ -116,6 +116,15 @@ class EvaluatorCallback(L.Callback):
                 writer.writeheader()
             writer.writerow({**row, **metrics})
 
+    def check_monitors(self, results: dict[str, float]) -> None:
+        missing = [m for m in self.monitors if m not in results]
+        if missing:
+            raise ValueError(
+                f"Monitored metric(s) {missing} are not produced by the evaluators; they log "
+                f"{sorted(results)}."
+            )
+        self.monitors = []  # checked once
+
     def publish(
         self,
         trainer: L.Trainer,
@@ -123,6 +132,7 @@ class EvaluatorCallback(L.Callback):
         results: dict[str, float],
         hook_logs: bool,
     ) -> None:
+        self.check_monitors(results)
         if hook_logs:  # inside training hooks: Lightning's own logging (all loggers, monitors)
             for key, value in results.items():
                 pl_module.log(key, value, on_step=False, on_epoch=True, sync_dist=False)
