@@ -95,7 +95,10 @@ def metric_value(metrics: dict[str, float], name: str | None) -> float | None:
 @hydra.main(config_path="../conf", config_name="train", version_base="1.3")
 def main(cfg: DictConfig) -> float | None:
     try:
-        return metric_value(train(cfg), cfg.get("optimized_metric"))
+        value = metric_value(train(cfg), cfg.get("optimized_metric"))
+        if value is not None:
+            log.info("optimized_metric %s = %.6f", cfg.optimized_metric, value)
+        return value
     finally:
         try:
             import wandb

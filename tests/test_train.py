@@ -6,6 +6,7 @@ import math
 
 import pytest
 import torch
+from conftest import REPO
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import open_dict
 from test_configs import compose_cfg
@@ -158,3 +159,45 @@ def test_monitor_of_a_missing_metric_fails_before_training(tmp_path):
 def test_loss_dict_not_matching_the_datasets(tmp_path):
     with pytest.raises(ValueError, match="keyed"):
         train(run_cfg(tmp_path, ["+experiment=smoke", "+loss@losses.other=cosent"]))
+
+
+@pytest.mark.slow
+def test_two_job_learning_rate_sweep(tmp_path):
+    """A -m sweep over the learning rate: two jobs, each returning the optimized metric."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+    cmd = [
+        sys.executable,
+        "-m",
+        "st_lightning.train",
+        "-m",
+        "+experiment=smoke",
+        "model.lr=1e-3,3e-3",
+        "optimized_metric=val/sts_tiny/spearman_cosine",
+        f"hydra.sweep.dir={tmp_path}",
+    ]
+    result = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=REPO, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    logs = [(tmp_path / str(job) / "train.log").read_text() for job in (0, 1)]
+    values = [
+        float(log.split("optimized_metric val/sts_tiny/spearman_cosine = ")[1].split()[0])
+        for log in logs
+    ]
+    assert all(-1 <= v <= 1 for v in values)
+    lrs = [(tmp_path / str(job) / "config.yaml").read_text() for job in (0, 1)]
+    assert "lr: 0.001" in lrs[0] and "lr: 0.003" in lrs[1]
+
+
+@pytest.mark.slow
+def test_ddp_two_cpu_ranks_train_evaluate_and_export(tmp_path):
+    from sentence_transformers import SentenceTransformer
+
+    cfg = run_cfg(
+        tmp_path, ["+experiment=smoke", "trainer=ddp_sim", "loss@losses.nli=mnrl_gathered"]
+    )
+    metrics = train(cfg)
+    assert math.isfinite(metrics["train/loss"]) and "val/sts_tiny/spearman_cosine" in metrics
+    assert SentenceTransformer(str(tmp_path / "final"), device="cpu").encode(["x"]).shape == (1, 32)
