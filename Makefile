@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-dev
 OFFLINE := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 
-.PHONY: help install train test test-all lint typecheck data
+.PHONY: help install train smoke test test-all lint typecheck data
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -17,13 +17,16 @@ $(STAMP): pyproject.toml constraints.txt
 
 install: $(STAMP)  ## create .venv and install the package with its dev extras
 
-train: $(STAMP)  ## the main job, offline (for now: score the packaged all-MiniLM-L6-v2 on STS-B test)
-	$(OFFLINE) $(PY) scripts/stsb_baseline.py
+train: $(STAMP)  ## the main job, offline: train all-MiniLM-L6-v2 on the bundled NLI triplets
+	$(OFFLINE) $(PY) -m st_lightning.train +experiment=nli_triplet
+
+smoke: $(STAMP)  ## a 20-second run of the whole pipeline with a tiny model
+	$(OFFLINE) $(PY) -m st_lightning.train +experiment=smoke
 
 test: $(STAMP)  ## the default test suite (no slow tests), offline
 	$(OFFLINE) $(PY) -m pytest -q
 
-test-all: $(STAMP)  ## every test, slow ones included
+test-all: $(STAMP)  ## every test, slow ones included (what CI runs)
 	$(OFFLINE) $(PY) -m pytest -q -m ""
 
 lint: $(STAMP)  ## ruff lint and format check

@@ -44,6 +44,10 @@ class EmbeddingModule(L.LightningModule):
         gradient_clip_val, accumulate_grad_batches: for the cached mode only.
         nan_policy: a non-finite loss "raise"s (naming the dataset and batch) or is "skip"ped
             (counted in `train/skipped_batches`).
+        length_group_size: embed each column in groups of this many rows of similar length,
+            each padded only to its own longest row, instead of padding the whole column to its
+            longest (None: one forward per column). The loss and gradients are the same
+            function of the data; far fewer padding tokens are computed.
     """
 
     def __init__(
@@ -62,6 +66,7 @@ class EmbeddingModule(L.LightningModule):
         gradient_clip_val: float | None = None,
         accumulate_grad_batches: int = 1,
         nan_policy: Literal["raise", "skip"] = "raise",
+        length_group_size: int | None = 16,
     ) -> None:
         super().__init__()
         if not lr > 0:
@@ -94,6 +99,7 @@ class EmbeddingModule(L.LightningModule):
         self.gradient_clip_val = gradient_clip_val
         self.accumulate_grad_batches = accumulate_grad_batches
         self.nan_policy = nan_policy
+        self.length_group_size = length_group_size
         self.skipped_batches = 0
         self.cached_batches = 0
         self.automatic_optimization = mini_batch_size is None
@@ -131,10 +137,29 @@ class EmbeddingModule(L.LightningModule):
             extra["layer_embeddings"] = layers
             embeddings = layers[-1]
         else:
-            embeddings = [self.encoder(f) for f in batch.features]
+            embeddings = [self.encode_column(f) for f in batch.features]
         if loss.needs_guide:
             extra["guide_embeddings"] = self.guide(batch, loss)
         return embeddings, extra
+
+    def encode_column(self, features: dict[str, Tensor]) -> Tensor:
+        """Embed one column, grouping rows of similar length (see `length_group_size`)."""
+        size = self.length_group_size
+        mask = features["attention_mask"]
+        if not size or mask.shape[0] <= size:
+            return self.encoder(features)
+        lengths = mask.sum(dim=1)
+        order = lengths.argsort(descending=True)
+        widths = lengths[order].split(size)
+        parts = []
+        for rows, width in zip(order.split(size), widths, strict=True):
+            longest = int(width[0])
+            chunk = {
+                k: (v[rows][:, :longest] if v.dim() == 2 else v) if isinstance(v, Tensor) else v
+                for k, v in features.items()
+            }
+            parts.append(self.encoder(chunk))
+        return torch.cat(parts)[order.argsort()]
 
     def guide(self, batch: Batch, loss: EmbeddingLoss) -> list[Tensor]:
         if batch.texts is None:

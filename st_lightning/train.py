@@ -15,6 +15,7 @@ from st_lightning.evaluation.callback import EvaluatorCallback
 from st_lightning.export_run import export_models, summary_table
 from st_lightning.utils.checkpoint import AtomicCheckpointIO
 from st_lightning.utils.instantiate import instantiate_named
+from st_lightning.utils.precision import auto_precision
 
 log = logging.getLogger(__name__)
 
@@ -62,8 +63,16 @@ def train(cfg: DictConfig) -> dict[str, float]:
     )
     callbacks = [eval_callback, *instantiate_named(cfg.get("callbacks")).values()]
     loggers = list(instantiate_named(cfg.get("logger")).values())
+    precision = cfg.trainer.get("precision")
+    if precision == "auto":
+        precision = auto_precision(cfg.trainer.get("accelerator"))
+        log.info("precision=auto: training with %s on this machine", precision)
     trainer: L.Trainer = instantiate(
-        cfg.trainer, callbacks=callbacks, logger=loggers or False, plugins=[AtomicCheckpointIO()]
+        cfg.trainer,
+        callbacks=callbacks,
+        logger=loggers or False,
+        plugins=[AtomicCheckpointIO()],
+        precision=precision,
     )
     for logger in trainer.loggers:
         logger.log_hyperparams(resolved)  # type: ignore[arg-type]

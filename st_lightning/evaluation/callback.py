@@ -72,26 +72,36 @@ class EvaluatorCallback(L.Callback):
         encoder.eval()
         results: dict[str, float] = {}
         try:
-            for evaluator in self.evaluators:
-                start = time.perf_counter()
-                encode = sharded_encoder(
-                    encoder_fn(encoder, evaluator.batch_size),
-                    trainer.global_rank,
-                    trainer.world_size,
-                    all_gather=trainer.strategy.all_gather,
-                    device=pl_module.device,
-                )
-                groups = evaluator.inputs()
-                embeddings = embed_groups(
-                    groups, encode, evaluator.batch_size, evaluator.truncate_dim
-                )
-                metrics = evaluator.compute(embeddings)
-                seconds = time.perf_counter() - start
-                results.update({f"val/{evaluator.name}/{k}": float(v) for k, v in metrics.items()})
-                self.record(trainer, evaluator.name, stage, metrics, seconds)
+            # The trainer's precision (e.g. bf16 autocast) applies to evaluation too.
+            with trainer.precision_plugin.forward_context():
+                for evaluator in self.evaluators:
+                    results.update(self.run_one(trainer, pl_module, encoder, evaluator, stage))
         finally:
             encoder.train(was_training)
         return results
+
+    def run_one(
+        self,
+        trainer: L.Trainer,
+        pl_module: L.LightningModule,
+        encoder: Any,
+        evaluator: Evaluator,
+        stage: str,
+    ) -> dict[str, float]:
+        start = time.perf_counter()
+        encode = sharded_encoder(
+            encoder_fn(encoder, evaluator.batch_size),
+            trainer.global_rank,
+            trainer.world_size,
+            all_gather=trainer.strategy.all_gather,
+            device=pl_module.device,
+        )
+        embeddings = embed_groups(
+            evaluator.inputs(), encode, evaluator.batch_size, evaluator.truncate_dim
+        )
+        metrics = evaluator.compute(embeddings)
+        self.record(trainer, evaluator.name, stage, metrics, time.perf_counter() - start)
+        return {f"val/{evaluator.name}/{k}": float(v) for k, v in metrics.items()}
 
     def record(
         self, trainer: L.Trainer, name: str, stage: str, metrics: dict[str, float], seconds: float
