@@ -90,9 +90,9 @@ def load_source(spec: DatasetSpec | Dataset | Mapping[str, Any], dataset: str) -
             f"Dataset {dataset!r} is a DatasetDict; pass one split (e.g. dataset_dict['train'])."
         )
     if isinstance(spec, Mapping):  # a dict, or a config node (Hydra may hand these over)
-        fields = OmegaConf.to_container(spec) if isinstance(spec, DictConfig) else dict(spec)
-        fields.pop("_target_", None)  # type: ignore[union-attr]
-        spec = DatasetSpec(**fields)  # type: ignore[arg-type]
+        plain = OmegaConf.to_container(spec) if isinstance(spec, DictConfig) else spec
+        fields = {str(k): v for k, v in dict(plain).items() if k != "_target_"}  # type: ignore[call-overload]
+        spec = DatasetSpec(**fields)
     ds = spec if isinstance(spec, Dataset) else _load(spec, dataset)
     if isinstance(spec, DatasetSpec):
         if spec.rename:
