@@ -129,7 +129,26 @@ def export_models(
         )
         out["best"] = encoder.save_pretrained(output_dir / "best", model_card=card)
         log.info("Exported the best model (%s) to %s", best, out["best"])
+    repo = cfg.export.get("push_to_hub")
+    if repo and "final" in out:
+        push_to_hub(out["final"], str(repo))
     return out
+
+
+def push_to_hub(folder: Path, repo_id: str) -> str:
+    """Upload a model folder (card included) to the Hugging Face Hub; the token comes from the
+    environment or `huggingface-cli login`, never from the config."""
+    from huggingface_hub import HfApi
+
+    api = HfApi()
+    api.create_repo(repo_id, exist_ok=True)
+    url = api.upload_folder(
+        folder_path=str(folder),
+        repo_id=repo_id,
+        commit_message="Upload model trained with st_lightning",
+    )
+    log.info("Pushed %s to %s", folder, repo_id)
+    return str(url)
 
 
 def summary_table(evals: EvaluatorCallback) -> str:

@@ -201,3 +201,36 @@ def test_ddp_two_cpu_ranks_train_evaluate_and_export(tmp_path):
     metrics = train(cfg)
     assert math.isfinite(metrics["train/loss"]) and "val/sts_tiny/spearman_cosine" in metrics
     assert SentenceTransformer(str(tmp_path / "final"), device="cpu").encode(["x"]).shape == (1, 32)
+
+
+def test_push_to_hub_uploads_the_final_folder(tmp_path, monkeypatch):
+    import huggingface_hub
+
+    calls = []
+
+    class FakeApi:
+        def create_repo(self, repo_id, exist_ok):
+            calls.append(("create", repo_id))
+
+        def upload_folder(self, folder_path, repo_id, commit_message):
+            from pathlib import Path
+
+            calls.append(("upload", repo_id, sorted(p.name for p in Path(folder_path).iterdir())))
+            return "https://hub/" + repo_id
+
+    monkeypatch.setattr(huggingface_hub, "HfApi", FakeApi)
+    train(
+        run_cfg(
+            tmp_path,
+            [
+                "+experiment=smoke",
+                "evaluator=[]",
+                "trainer.max_steps=1",
+                "export.push_to_hub=me/tiny",
+            ],
+        )
+    )
+    assert calls[0] == ("create", "me/tiny")
+    assert calls[1][0] == "upload" and {"README.md", "modules.json", "model.safetensors"} <= set(
+        calls[1][2]
+    )

@@ -91,7 +91,7 @@ def load_source(spec: DatasetSpec | Dataset | Mapping[str, Any], dataset: str) -
         )
     if isinstance(spec, Mapping):  # a dict, or a config node (Hydra may hand these over)
         plain = OmegaConf.to_container(spec) if isinstance(spec, DictConfig) else spec
-        fields = {str(k): v for k, v in dict(plain).items() if k != "_target_"}  # type: ignore[call-overload]
+        fields = {str(k): v for k, v in dict(plain).items() if k != "_target_"}  # type: ignore[call-overload,arg-type]
         spec = DatasetSpec(**fields)
     ds = spec if isinstance(spec, Dataset) else _load(spec, dataset)
     if isinstance(spec, DatasetSpec):

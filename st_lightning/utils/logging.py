@@ -47,3 +47,31 @@ class ThroughputMonitor(L.Callback):
         pl_module.log("train/samples_per_sec", size / seconds, batch_size=size)
         pl_module.log("train/tokens_per_sec", real / seconds, batch_size=size)
         pl_module.log("train/padding_fraction", 1.0 - real / max(padded, 1), batch_size=size)
+
+
+class CarbonTracker(L.Callback):
+    """Tracks the run's energy use and emissions with CodeCarbon when it is installed (and does
+    nothing otherwise); the estimate is logged as `train/emissions_kg` at the end."""
+
+    def __init__(self, output_dir: str | None = None) -> None:
+        self.output_dir = output_dir
+        self.tracker: Any = None
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        try:
+            from codecarbon import OfflineEmissionsTracker
+        except ImportError:
+            return
+        if trainer.is_global_zero:
+            self.tracker = OfflineEmissionsTracker(
+                output_dir=self.output_dir or ".", log_level="error", country_iso_code="USA"
+            )
+            self.tracker.start()
+
+    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.tracker is not None:
+            emissions = self.tracker.stop() or 0.0
+            for logger in trainer.loggers:
+                logger.log_metrics(
+                    {"train/emissions_kg": float(emissions)}, step=trainer.global_step
+                )
