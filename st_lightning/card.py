@@ -28,6 +28,13 @@ class DatasetInfo:
     loss_config: dict[str, Any] = field(default_factory=dict)
 
 
+def _is_hub_id(source: str) -> bool:
+    from pathlib import Path
+
+    local = source.startswith((".", "/")) or Path(source).exists()
+    return source.count("/") == 1 and not local
+
+
 def token_stats(lengths: Sequence[int]) -> dict[str, float]:
     a = np.asarray(lengths)
     return {"min": int(a.min()), "mean": round(float(a.mean()), 2), "max": int(a.max())}
@@ -75,7 +82,8 @@ def model_card(
         "tags": sorted(set(tags)),
         **({"base_model": base_model} if base_model else {}),
         **({"language": [language]} if language else {}),
-        "datasets": sorted({d.source for d in datasets}),
+        # Hub ids only: local folders and files mean nothing on the Hub.
+        "datasets": sorted({d.source for d in datasets if _is_hub_id(d.source)}),
     }
     yaml_lines = ["---"]
     for key, value in header.items():

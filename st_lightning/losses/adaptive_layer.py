@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from st_lightning.losses.base import EmbeddingLoss, LabelKind, check_choice
+from st_lightning.losses.base import EmbeddingLoss, WrapperLoss, check_choice
 from st_lightning.losses.matryoshka import MatryoshkaLoss
 
 
@@ -18,7 +18,7 @@ def _total(value: Tensor | dict[str, Tensor]) -> Tensor:
     return torch.stack(list(value.values())).sum() if isinstance(value, dict) else value
 
 
-class AdaptiveLayerLoss(EmbeddingLoss):
+class AdaptiveLayerLoss(WrapperLoss):
     """Applies `loss` to the final embeddings and to those pooled from earlier layers (2DMSE).
 
     Columns and labels: those of the wrapped loss. Needs `layer_embeddings`: for each hidden
@@ -68,15 +68,6 @@ class AdaptiveLayerLoss(EmbeddingLoss):
         self.kl_temperature = kl_temperature
         self.layer_weighting = layer_weighting
 
-    def accepted_inputs(self) -> tuple[int, int | None]:
-        return self.loss.accepted_inputs()
-
-    def label_kind(self) -> LabelKind:
-        return self.loss.label_kind()
-
-    def check_embedding_dimension(self, dim: int) -> None:
-        self.loss.check_embedding_dimension(dim)
-
     def layer_weight(self, i: int) -> float:
         if self.layer_weighting == "log":
             return 1.0 / (1.0 + math.log(1 + i))
@@ -109,11 +100,6 @@ class AdaptiveLayerLoss(EmbeddingLoss):
                 kl = F.kl_div(log_p, target, reduction="batchmean")
                 out[f"kl_layer_{i}"] = kl * self.kl_temperature * self.kl_div_weight
         return out
-
-    def config(self) -> dict[str, Any]:
-        settings = super().config()
-        settings["loss"] = {"class": type(self.loss).__name__, **self.loss.config()}
-        return settings
 
 
 class Matryoshka2dLoss(AdaptiveLayerLoss):

@@ -138,6 +138,21 @@ class EmbeddingLoss(nn.Module):
         return out
 
 
+class WrapperLoss(EmbeddingLoss):
+    """A loss around another loss (`self.loss`): it accepts what the wrapped loss accepts."""
+
+    loss: EmbeddingLoss
+
+    def accepted_inputs(self) -> tuple[int, int | None]:
+        return self.loss.accepted_inputs()
+
+    def label_kind(self) -> LabelKind:
+        return self.loss.label_kind()
+
+    def check_embedding_dimension(self, dim: int) -> None:
+        self.loss.check_embedding_dimension(dim)
+
+
 def check_choice(name: str, value: object, choices: Sequence[object]) -> None:
     if value not in choices:
         raise ValueError(

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from st_lightning.losses.base import EmbeddingLoss, LabelKind, LossOutput
+from st_lightning.losses.base import EmbeddingLoss, LossOutput, WrapperLoss
 
 
 def truncate(x: Tensor, dim: int) -> Tensor:
@@ -17,7 +16,7 @@ def truncate(x: Tensor, dim: int) -> Tensor:
     return F.normalize(x[..., :dim], p=2, dim=-1)
 
 
-class MatryoshkaLoss(EmbeddingLoss):
+class MatryoshkaLoss(WrapperLoss):
     """Applies `loss` to the embeddings truncated to each of `matryoshka_dims`
     (Kusupati et al., 2022).
 
@@ -64,12 +63,6 @@ class MatryoshkaLoss(EmbeddingLoss):
         self.matryoshka_weights = [float(w) for _, w in pairs]
         self.n_dims_per_step = n_dims_per_step
 
-    def accepted_inputs(self) -> tuple[int, int | None]:
-        return self.loss.accepted_inputs()
-
-    def label_kind(self) -> LabelKind:
-        return self.loss.label_kind()
-
     def check_embedding_dimension(self, dim: int) -> None:
         too_big = [d for d in self.matryoshka_dims if d > dim]
         if too_big:
@@ -101,12 +94,3 @@ class MatryoshkaLoss(EmbeddingLoss):
             else:
                 out[f"dim_{dim}"] = weight * value
         return out
-
-    def config(self) -> dict[str, Any]:
-        return {
-            "loss": {"class": type(self.loss).__name__, **self.loss.config()},
-            **{
-                k: getattr(self, k)
-                for k in ("matryoshka_dims", "matryoshka_weights", "n_dims_per_step")
-            },
-        }
