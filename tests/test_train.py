@@ -234,3 +234,54 @@ def test_push_to_hub_uploads_the_final_folder(tmp_path, monkeypatch):
     assert calls[1][0] == "upload" and {"README.md", "modules.json", "model.safetensors"} <= set(
         calls[1][2]
     )
+
+
+def test_export_cli_and_evaluate_cli_on_a_checkpoint(tmp_path, capsys):
+    import numpy as np
+    from sentence_transformers import SentenceTransformer
+
+    from st_lightning import evaluate, export
+
+    train(run_cfg(tmp_path, ["+experiment=smoke", "evaluator=[]", "trainer.max_steps=2"]))
+    checkpoint = tmp_path / "checkpoints" / "last.ckpt"
+    assert export.main([str(checkpoint), str(tmp_path / "exported")]) == 0
+    texts = ["one sentence", "and another, longer, one"]
+    a = SentenceTransformer(str(tmp_path / "exported"), device="cpu").encode(texts)
+    b = SentenceTransformer(str(tmp_path / "final"), device="cpu").encode(texts)
+    np.testing.assert_allclose(a, b, atol=1e-6)
+    out = tmp_path / "metrics.json"
+    assert (
+        evaluate.main(
+            [
+                str(checkpoint),
+                "--suite",
+                "stsb-dev",
+                "--data-dir",
+                str(REPO / "data"),
+                "--output",
+                str(out),
+            ]
+        )
+        == 0
+    )
+    assert "spearman_cosine" in out.read_text()
+
+
+def test_truncated_checkpoint_gets_a_clear_error(tmp_path):
+    from st_lightning.export import read_checkpoint
+
+    broken = tmp_path / "broken.ckpt"
+    broken.write_bytes(b"PK\x03\x04 not really a checkpoint")
+    with pytest.raises(ValueError, match="truncated, damaged or not a checkpoint"):
+        read_checkpoint(broken)
+
+
+@pytest.mark.parametrize("logger", ["wandb", "tensorboard"])
+def test_other_loggers_write_offline(logger, tmp_path, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path))
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    train(run_cfg(tmp_path, ["+experiment=smoke", f"logger={logger}", "trainer.max_steps=2"]))
+    written = [p for p in tmp_path.rglob("*") if p.is_file()]
+    marker = "wandb" if logger == "wandb" else "events.out.tfevents"
+    assert any(marker in str(p) for p in written)

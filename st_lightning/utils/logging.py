@@ -44,7 +44,7 @@ class ThroughputMonitor(L.Callback):
         real = sum(int(f["attention_mask"].sum()) for f in features)
         padded = sum(f["attention_mask"].numel() for f in features)
         size = batch.size
-        pl_module.log("train/samples_per_sec", size / seconds, batch_size=size)
+        pl_module.log("train/samples_per_sec", size / seconds, batch_size=size, prog_bar=True)
         pl_module.log("train/tokens_per_sec", real / seconds, batch_size=size)
         pl_module.log("train/padding_fraction", 1.0 - real / max(padded, 1), batch_size=size)
 
