@@ -288,7 +288,7 @@ def test_other_loggers_write_offline(logger, tmp_path, monkeypatch):
 
 
 def test_gradient_caching_mode_trains_like_the_plain_step(tmp_path):
-    """model.mini_batch_size turns on GradCache (manual optimization): same weights after 3 steps."""
+    """model.mini_batch_size turns on GradCache (manual optimization): same weights, 3 steps."""
     base = [
         "+experiment=smoke",
         "evaluator=[]",
