@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from st_lightning.encoders import SentenceEncoder
+from st_lightning.losses.citations import SBERT
 
 
 @dataclass
@@ -220,15 +221,7 @@ def model_card(
         )
     )
     cites = dict(citations or {})
-    cites.setdefault(
-        "Sentence-BERT",
-        """@inproceedings{reimers-2019-sentence-bert,
-    title = "Sentence-BERT: Sentence Embeddings using Siamese BERT-Networks",
-    author = "Reimers, Nils and Gurevych, Iryna",
-    booktitle = "Proceedings of EMNLP-IJCNLP 2019", year = "2019",
-    url = "https://arxiv.org/abs/1908.10084"
-}""",
-    )
+    cites.setdefault("Sentence-BERT", SBERT)
     parts.append(
         "## Citation\n\n"
         + "\n\n".join(f"#### {k}\n\n```bibtex\n{v}\n```" for k, v in cites.items())

@@ -60,15 +60,21 @@ def test_batches_embed_like_tokenize(tiny):
     )
 
 
-def test_tokenizes_once_across_epochs(tiny, monkeypatch):
+def count_tokenizer_calls(tokenizer, monkeypatch) -> dict[str, int]:
+    """Count calls of the tokenizer's class from now on (in this test)."""
     calls = {"n": 0}
-    original = type(tiny.tokenizer).__call__
+    original = type(tokenizer).__call__
 
     def counting(self, *args, **kwargs):
         calls["n"] += 1
         return original(self, *args, **kwargs)
 
-    monkeypatch.setattr(type(tiny.tokenizer), "__call__", counting)
+    monkeypatch.setattr(type(tokenizer), "__call__", counting)
+    return calls
+
+
+def test_tokenizes_once_across_epochs(tiny, monkeypatch):
+    calls = count_tokenizer_calls(tiny.tokenizer, monkeypatch)
     rows = load_source(NLI, "nli").to_dict()
     dm = module({"nli": Dataset.from_dict(rows)}, tiny)  # in memory: no disk cache to hit
     dm.setup()
@@ -85,14 +91,7 @@ def test_tokenization_of_files_is_cached_on_disk(tiny, monkeypatch, tmp_path):
     path = tmp_path / "rows.jsonl"
     path.write_text("\n".join(json.dumps({"a": f"text {i}", "b": f"other {i}"}) for i in range(20)))
     module({"d": DatasetSpec(str(path))}, tiny).setup()
-    calls = {"n": 0}
-    original = type(tiny.tokenizer).__call__
-
-    def counting(self, *args, **kwargs):
-        calls["n"] += 1
-        return original(self, *args, **kwargs)
-
-    monkeypatch.setattr(type(tiny.tokenizer), "__call__", counting)
+    calls = count_tokenizer_calls(tiny.tokenizer, monkeypatch)
     module({"d": DatasetSpec(str(path))}, tiny).setup()
     assert calls["n"] == 0  # a second run reads the tokenized cache
 

@@ -11,13 +11,6 @@ from torch import Tensor
 from st_lightning.losses.base import EmbeddingLoss, LabelKind
 from st_lightning.losses.similarity import check_distance, pairwise_distance
 
-SBERT_CITATION = """@inproceedings{reimers-2019-sentence-bert,
-    title = "Sentence-BERT: Sentence Embeddings using Siamese BERT-Networks",
-    author = "Reimers, Nils and Gurevych, Iryna",
-    booktitle = "Proceedings of EMNLP-IJCNLP 2019", year = "2019",
-    url = "https://arxiv.org/abs/1908.10084"
-}"""
-
 
 class ContrastiveLoss(EmbeddingLoss):
     """Columns: (sentence1, sentence2) + 0/1 label (1 = similar).

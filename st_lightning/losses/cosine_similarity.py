@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from st_lightning.losses.base import EmbeddingLoss, LabelKind, check_choice
+from st_lightning.losses.citations import SBERT
 
 
 class CosineSimilarityLoss(EmbeddingLoss):
@@ -19,12 +20,7 @@ class CosineSimilarityLoss(EmbeddingLoss):
     """
 
     label: ClassVar[LabelKind] = "score"
-    citation = """@inproceedings{reimers-2019-sentence-bert,
-    title = "Sentence-BERT: Sentence Embeddings using Siamese BERT-Networks",
-    author = "Reimers, Nils and Gurevych, Iryna",
-    booktitle = "Proceedings of EMNLP-IJCNLP 2019", year = "2019",
-    url = "https://arxiv.org/abs/1908.10084"
-}"""
+    citation = SBERT
 
     def __init__(self, error: str = "mse") -> None:
         super().__init__()

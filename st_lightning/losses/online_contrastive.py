@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from st_lightning.losses.base import EmbeddingLoss, LabelKind
-from st_lightning.losses.contrastive import SBERT_CITATION
+from st_lightning.losses.citations import SBERT
 from st_lightning.losses.similarity import check_distance, pairwise_distance
 
 
@@ -22,7 +22,7 @@ class OnlineContrastiveLoss(EmbeddingLoss):
     """
 
     label: ClassVar[LabelKind] = "binary"
-    citation = SBERT_CITATION
+    citation = SBERT
 
     def __init__(self, distance: str = "cosine", margin: float = 0.5) -> None:
         super().__init__()

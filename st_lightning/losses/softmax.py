@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from st_lightning.losses.base import EmbeddingLoss, LabelKind, check_positive
-from st_lightning.losses.contrastive import SBERT_CITATION
+from st_lightning.losses.citations import SBERT
 
 
 class SoftmaxLoss(EmbeddingLoss):
@@ -22,7 +22,7 @@ class SoftmaxLoss(EmbeddingLoss):
     """
 
     label: ClassVar[LabelKind] = "class"
-    citation = SBERT_CITATION
+    citation = SBERT
 
     def __init__(
         self,
