@@ -36,6 +36,13 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     return checkpoint
 
 
+def encoder_state(checkpoint: dict[str, Any]) -> dict[str, Any]:
+    """The encoder's weights in a training checkpoint, with the module prefix removed."""
+    prefix = "encoder."
+    state = checkpoint["state_dict"]
+    return {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+
+
 def encoder_from_checkpoint(path: str | Path) -> SentenceEncoder:
     from hydra.utils import instantiate
     from omegaconf import OmegaConf
@@ -45,10 +52,7 @@ def encoder_from_checkpoint(path: str | Path) -> SentenceEncoder:
     if config is None:
         raise ValueError(f"Checkpoint {str(path)!r} has no run config to rebuild the encoder from.")
     encoder = instantiate(OmegaConf.create(config)["model"]["encoder"])
-    prefix = "encoder."
-    state = {
-        k[len(prefix) :]: v for k, v in checkpoint["state_dict"].items() if k.startswith(prefix)
-    }
+    state = encoder_state(checkpoint)
     missing, unexpected = encoder.load_state_dict(state, strict=False)
     missing = [k for k in missing if "pooler" not in k]  # unused pooler weights of some backbones
     if missing or unexpected:

@@ -12,7 +12,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from st_lightning.card import DatasetInfo, model_card, token_stats
 from st_lightning.evaluation.callback import EvaluatorCallback
-from st_lightning.export import read_checkpoint
+from st_lightning.export import encoder_state, read_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -119,14 +119,7 @@ def export_models(
     ):
         checkpoint = read_checkpoint(best)
         encoder = copy.deepcopy(model.encoder)
-        prefix = "encoder."
-        encoder.load_state_dict(
-            {
-                k[len(prefix) :]: v
-                for k, v in checkpoint["state_dict"].items()
-                if k.startswith(prefix)
-            }
-        )
+        encoder.load_state_dict(encoder_state(checkpoint))
         out["best"] = encoder.save_pretrained(output_dir / "best", model_card=card)
         log.info("Exported the best model (%s) to %s", best, out["best"])
     repo = cfg.export.get("push_to_hub")

@@ -23,11 +23,7 @@ log = logging.getLogger(__name__)
 def check_config(cfg: DictConfig) -> None:
     """Cheap checks before anything is loaded: what the monitors watch must exist."""
     evaluators = [k for k, v in (cfg.get("evaluator") or {}).items() if v is not None]
-    watched = [cfg.get("optimized_metric")]
-    for cb in (cfg.get("callbacks") or {}).values():
-        if cb is not None and cb.get("monitor"):
-            watched.append(cb.get("monitor"))
-    for key in filter(None, watched):
+    for key in _monitors(cfg):
         parts = str(key).split("/")
         if parts[0] == "train":
             continue
@@ -58,7 +54,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     eval_callback = EvaluatorCallback(
         evaluators,
         csv_dir=str(output_dir / "eval"),
-        monitors=[m for m in _monitors(cfg) if m and str(m).startswith("val/")],
+        monitors=[m for m in _monitors(cfg) if m.startswith("val/")],
         **cfg.evaluation,
     )
     callbacks = [eval_callback, *instantiate_named(cfg.get("callbacks")).values()]
@@ -85,12 +81,11 @@ def train(cfg: DictConfig) -> dict[str, float]:
     return metrics
 
 
-def _monitors(cfg: DictConfig) -> list[str | None]:
+def _monitors(cfg: DictConfig) -> list[str]:
+    """Metric keys that the sweep (optimized_metric) and the callbacks (monitor) watch."""
     found = [cfg.get("optimized_metric")]
-    for cb in (cfg.get("callbacks") or {}).values():
-        if cb is not None:
-            found.append(cb.get("monitor"))
-    return found
+    found += [cb.get("monitor") for cb in (cfg.get("callbacks") or {}).values() if cb is not None]
+    return [str(m) for m in found if m]
 
 
 def metric_value(metrics: dict[str, float], name: str | None) -> float | None:

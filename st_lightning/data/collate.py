@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from bisect import bisect_right
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 from datasets import Dataset
@@ -19,7 +19,6 @@ class Batch:
     features: list[dict[str, Tensor]]
     labels: Tensor | None = None
     texts: list[list[str]] | None = None  # raw texts per column, when a loss needs them
-    prompt_lengths: list[int] = field(default_factory=list)
 
     @property
     def size(self) -> int:
@@ -125,7 +124,7 @@ class BatchCollator:
                 f["prompt_length"] = torch.tensor(length)
         labels = torch.tensor(table[source.label]) if source.label else None
         texts = [table[c] for c in source.inputs] if self.with_texts else None
-        return Batch(source.name, features, labels, texts, list(source.prompt_lengths))
+        return Batch(source.name, features, labels, texts)
 
 
 def identity(batch: Batch) -> Batch:

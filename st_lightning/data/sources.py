@@ -11,6 +11,8 @@ from typing import Any
 from datasets import Dataset, DatasetDict, load_dataset
 from omegaconf import DictConfig, OmegaConf
 
+from st_lightning.encoders.hub import hub_offline
+
 _BUILDERS = {
     ".csv": "csv",
     ".tsv": "csv",
@@ -70,9 +72,7 @@ def _load(spec: DatasetSpec, dataset: str) -> Dataset:
         if not path.is_dir():
             raise FileNotFoundError(f"Dataset {dataset!r}: folder {str(path)!r} does not exist.")
         return load_dataset(str(path), spec.name, split=spec.split, **kwargs)
-    offline = (
-        os.environ.get("HF_DATASETS_OFFLINE") == "1" or os.environ.get("HF_HUB_OFFLINE") == "1"
-    )
+    offline = hub_offline() or os.environ.get("HF_DATASETS_OFFLINE", "0").lower() in ("1", "true")
     try:
         return load_dataset(spec.path, spec.name, split=spec.split, **kwargs)
     except Exception as err:  # noqa: BLE001 - datasets raises many kinds; all end here

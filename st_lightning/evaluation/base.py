@@ -58,9 +58,6 @@ class Evaluator:
         """
         return self.compute(embed_groups(self.inputs(), encode, self.batch_size, self.truncate_dim))
 
-    def config(self) -> dict[str, Any]:
-        return {"name": self.name, "truncate_dim": self.truncate_dim}
-
 
 def encoder_fn(encoder: Any, batch_size: int) -> EncodeFn:
     def encode(texts: Sequence[str], prompt_name: str | None) -> Tensor:

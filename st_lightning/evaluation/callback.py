@@ -58,10 +58,6 @@ class EvaluatorCallback(L.Callback):
         self.history: list[dict[str, Any]] = []
         self.monitors = list(monitors)
 
-    def metric_keys(self) -> list[str]:
-        """`val/<name>/<primary metric>` of each evaluator (what monitors usually watch)."""
-        return [f"val/{e.name}/{e.primary_metric}" for e in self.evaluators]
-
     # ---- running ---------------------------------------------------------------------------
     @torch.no_grad()
     def evaluate(
