@@ -21,6 +21,21 @@ from st_lightning.losses.base import EmbeddingLoss
 from st_lightning.losses.gradcache import cached_backward, total_loss
 
 NO_DECAY = ("bias", "LayerNorm.weight", "layer_norm.weight", "norm.weight")
+# Token positions per forward pass of the length grouping under length_group_tokens="auto".
+# On 2 CPU cores 384-768 were equally fast for all-MiniLM-L6-v2 and 16 rows per pass was 25%
+# slower (benchmarks/length_grouping.py); accelerators want bigger matrices (not yet measured).
+CPU_GROUP_TOKENS = 512
+ACCELERATOR_GROUP_TOKENS = 16384
+
+
+def group_sizes(lengths: list[int], budget: int) -> list[int]:
+    """Split rows sorted longest first into groups of at most `budget` padded token positions."""
+    sizes, start = [], 0
+    while start < len(lengths):
+        size = min(max(1, budget // max(1, lengths[start])), len(lengths) - start)
+        sizes.append(size)
+        start += size
+    return sizes
 
 
 class EmbeddingModule(L.LightningModule):
@@ -44,9 +59,10 @@ class EmbeddingModule(L.LightningModule):
         gradient_clip_val, accumulate_grad_batches: for the cached mode only.
         nan_policy: a non-finite loss "raise"s (naming the dataset and batch) or is "skip"ped
             (counted in `train/skipped_batches`).
-        length_group_size: embed each column in groups of this many rows of similar length,
-            each padded only to its own longest row, instead of padding the whole column to its
-            longest (None: one forward per column). The loss and gradients are the same
+        length_group_tokens: embed the rows of all columns of a batch sorted by length, in
+            groups of at most this many token positions, each padded only to its own longest
+            row, instead of padding each column to its longest (None: one forward per column;
+            "auto": 512 on CPU, 16384 on accelerators). The loss and gradients are the same
             function of the data; far fewer padding tokens are computed.
     """
 
@@ -66,7 +82,7 @@ class EmbeddingModule(L.LightningModule):
         gradient_clip_val: float | None = None,
         accumulate_grad_batches: int = 1,
         nan_policy: Literal["raise", "skip"] = "raise",
-        length_group_size: int | None = 16,
+        length_group_tokens: int | Literal["auto"] | None = "auto",
     ) -> None:
         super().__init__()
         if not lr > 0:
@@ -99,7 +115,14 @@ class EmbeddingModule(L.LightningModule):
         self.gradient_clip_val = gradient_clip_val
         self.accumulate_grad_batches = accumulate_grad_batches
         self.nan_policy = nan_policy
-        self.length_group_size = length_group_size
+        if length_group_tokens not in (None, "auto") and not (
+            isinstance(length_group_tokens, int) and length_group_tokens > 0
+        ):
+            raise ValueError(
+                f"length_group_tokens must be a positive int, 'auto' or None, got "
+                f"{length_group_tokens!r}."
+            )
+        self.length_group_tokens = length_group_tokens
         self.skipped_batches = 0
         self.cached_batches = 0
         self.automatic_optimization = mini_batch_size is None
@@ -137,29 +160,93 @@ class EmbeddingModule(L.LightningModule):
             extra["layer_embeddings"] = layers
             embeddings = layers[-1]
         else:
-            embeddings = [self.encode_column(f) for f in batch.features]
+            embeddings = self.encode_columns(batch.features)
         if loss.needs_guide:
             extra["guide_embeddings"] = self.guide(batch, loss)
         return embeddings, extra
 
+    def encode_columns(self, columns: list[dict[str, Tensor]]) -> list[Tensor]:
+        """Embed the columns of a batch, rows of similar length together.
+
+        Rows of all columns that share their tokenization settings (same prompt handling) are
+        sorted by length together and embedded in groups, each padded only to its own longest
+        row and holding as many rows as fit in `length_group_tokens` token positions: long rows
+        go a few at a time, short rows many at a time. An anchor column of long premises and a
+        column of short hypotheses then cost what their tokens cost. Each row's embedding does
+        not depend on the other rows, so the loss and gradients are the same function of the
+        data as with one forward per column.
+        """
+        out: list[Tensor | None] = [None] * len(columns)
+        for members in self._column_sets(columns):
+            grouped = self._grouped([columns[i] for i in members])
+            for i, embedding in zip(members, grouped, strict=True):
+                out[i] = embedding
+        return out  # type: ignore[return-value]
+
     def encode_column(self, features: dict[str, Tensor]) -> Tensor:
-        """Embed one column, grouping rows of similar length (see `length_group_size`)."""
-        size = self.length_group_size
-        mask = features["attention_mask"]
-        if not size or mask.shape[0] <= size:
-            return self.encoder(features)
-        lengths = mask.sum(dim=1)
+        """Embed one column with length grouping (see `encode_columns`)."""
+        return self.encode_columns([features])[0]
+
+    def token_counts(self, columns: list[dict[str, Tensor]]) -> tuple[int, int]:
+        """(real tokens, token positions computed) of `encode_columns` on a batch's columns."""
+        real = sum(int(f["attention_mask"].sum()) for f in columns)
+        computed = 0
+        for members in self._column_sets(columns):
+            masks = [columns[i]["attention_mask"] for i in members]
+            budget = self.group_budget(masks[0].device)
+            if budget is None:
+                computed += sum(m.numel() for m in masks)
+                continue
+            lengths = torch.cat([m.sum(dim=1) for m in masks]).sort(descending=True).values.tolist()
+            start = 0
+            for size in group_sizes(lengths, budget):
+                computed += lengths[start] * size
+                start += size
+        return real, computed
+
+    def group_budget(self, device: torch.device) -> int | None:
+        """Token positions per forward pass of the length grouping; None when it is off."""
+        budget = self.length_group_tokens
+        if budget == "auto":
+            return CPU_GROUP_TOKENS if device.type == "cpu" else ACCELERATOR_GROUP_TOKENS
+        return budget
+
+    def _column_sets(self, columns: list[dict[str, Tensor]]) -> list[list[int]]:
+        """Indices of the columns that may share forward passes (all of them, usually)."""
+        right_padded = getattr(self.encoder.tokenizer, "padding_side", "right") == "right"
+        if not self.length_group_tokens or not right_padded:
+            return [[i] for i in range(len(columns))]
+        # Columns whose non-tensor entries (such as a prompt length) agree can share forwards.
+        sets: dict[tuple, list[int]] = {}
+        for i, f in enumerate(columns):
+            key = tuple(sorted((k, v if not isinstance(v, Tensor) else None) for k, v in f.items()))
+            sets.setdefault(key, []).append(i)
+        return list(sets.values())
+
+    def _grouped(self, columns: list[dict[str, Tensor]]) -> list[Tensor]:
+        budget = self.group_budget(columns[0]["attention_mask"].device)
+        if budget is None:
+            return [self.encoder(f) for f in columns]
+        counts = [f["attention_mask"].shape[0] for f in columns]
+        width = max(f["attention_mask"].shape[1] for f in columns)
+        tensors = [k for k, v in columns[0].items() if isinstance(v, Tensor) and v.dim() == 2]
+        merged = {
+            k: torch.cat([nn.functional.pad(f[k], (0, width - f[k].shape[1])) for f in columns])
+            for k in tensors
+        }
+        rest = {k: v for k, v in columns[0].items() if k not in merged}
+        lengths = merged["attention_mask"].sum(dim=1)
         order = lengths.argsort(descending=True)
-        widths = lengths[order].split(size)
-        parts = []
-        for rows, width in zip(order.split(size), widths, strict=True):
-            longest = int(width[0])
-            chunk = {
-                k: (v[rows][:, :longest] if v.dim() == 2 else v) if isinstance(v, Tensor) else v
-                for k, v in features.items()
-            }
-            parts.append(self.encoder(chunk))
-        return torch.cat(parts)[order.argsort()]
+        # One host read of all lengths per batch, not one per group.
+        sorted_lengths = lengths[order].tolist()
+        sizes = group_sizes(sorted_lengths, budget)
+        parts, start = [], 0
+        for rows, size in zip(order.split(sizes), sizes, strict=True):
+            cut = sorted_lengths[start]
+            parts.append(self.encoder({**{k: v[rows, :cut] for k, v in merged.items()}, **rest}))
+            start += size
+        embeddings = torch.cat(parts)[order.argsort()]
+        return list(embeddings.split(counts))
 
     def guide(self, batch: Batch, loss: EmbeddingLoss) -> list[Tensor]:
         if batch.texts is None:

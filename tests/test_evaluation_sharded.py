@@ -7,8 +7,8 @@ import tempfile
 
 import pytest
 import torch
-import torch.distributed as dist
 import torch.multiprocessing as mp
+from dist_helpers import init_gloo, leave_gloo
 
 from st_lightning.evaluation.base import embed_groups, encoder_fn
 from st_lightning.evaluation.sharding import shard_bounds, sharded_encoder
@@ -27,26 +27,23 @@ def evaluators():
 
 
 def worker(rank: int, world: int, init_file: str, out: str) -> None:
-    os.environ["HF_HUB_OFFLINE"] = "1"
-    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
-    try:
-        from st_lightning.encoders import tiny_encoder
+    init_gloo(rank, world, init_file)
+    from st_lightning.encoders import tiny_encoder
 
-        encoder = tiny_encoder(seed=3).eval()
-        seen: list[str] = []
-        local = encoder_fn(encoder, 32)
+    encoder = tiny_encoder(seed=3).eval()
+    seen: list[str] = []
+    local = encoder_fn(encoder, 32)
 
-        def counting(texts, prompt):
-            seen.extend(texts)
-            return local(texts, prompt)
+    def counting(texts, prompt):
+        seen.extend(texts)
+        return local(texts, prompt)
 
-        encode = sharded_encoder(counting, rank, world)
-        results = {}
-        for ev in evaluators():
-            results[ev.name] = ev.compute(embed_groups(ev.inputs(), encode, 32, ev.truncate_dim))
-        torch.save({"metrics": results, "seen": seen}, f"{out}.{rank}")
-    finally:
-        dist.destroy_process_group()
+    encode = sharded_encoder(counting, rank, world)
+    results = {}
+    for ev in evaluators():
+        results[ev.name] = ev.compute(embed_groups(ev.inputs(), encode, 32, ev.truncate_dim))
+    torch.save({"metrics": results, "seen": seen}, f"{out}.{rank}")
+    leave_gloo()
 
 
 @pytest.mark.slow

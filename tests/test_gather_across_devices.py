@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import os
 import tempfile
 
 import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+from dist_helpers import init_gloo, leave_gloo
 from torch.nn.parallel import DistributedDataParallel
 
 from st_lightning import losses
@@ -46,20 +46,15 @@ def step(model, encoder, loss, rows):
 
 
 def worker(rank: int, world: int, init_file: str, out: str, name: str) -> None:
-    os.environ["HF_HUB_OFFLINE"] = "1"
-    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
-    try:
-        encoder = tiny_encoder(dropout=0.0, seed=1)
-        model = DistributedDataParallel(encoder)
-        value = step(
-            model, encoder, {**LOSSES, **CONTROL}[name](True), range(rank * B, (rank + 1) * B)
-        )
-        dist.all_reduce(value)  # DDP averages gradients; the global loss is the mean too
-        if rank == 0:
-            grads = {n: p.grad for n, p in encoder.named_parameters() if p.grad is not None}
-            torch.save({"loss": value / world, "grads": grads}, out)
-    finally:
-        dist.destroy_process_group()
+    init_gloo(rank, world, init_file)
+    encoder = tiny_encoder(dropout=0.0, seed=1)
+    model = DistributedDataParallel(encoder)
+    value = step(model, encoder, {**LOSSES, **CONTROL}[name](True), range(rank * B, (rank + 1) * B))
+    dist.all_reduce(value)  # DDP averages gradients; the global loss is the mean too
+    if rank == 0:
+        grads = {n: p.grad for n, p in encoder.named_parameters() if p.grad is not None}
+        torch.save({"loss": value / world, "grads": grads}, out)
+    leave_gloo()
 
 
 @pytest.mark.slow

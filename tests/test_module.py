@@ -8,6 +8,7 @@ import torch
 from st_lightning import EmbeddingModule, losses
 from st_lightning.data.collate import Batch
 from st_lightning.encoders import tiny_encoder
+from st_lightning.module import group_sizes
 
 TEXTS = [f"sentence {i} " + "word " * (i * 3 % 17) for i in range(20)]
 
@@ -21,16 +22,20 @@ def grads(module):
     return {n: p.grad.clone() for n, p in module.named_parameters() if p.grad is not None}
 
 
-@pytest.mark.parametrize("loss", [losses.MultipleNegativesRankingLoss(), losses.CoSENTLoss()])
-def test_length_grouped_step_equals_padded_step(loss):
+@pytest.mark.parametrize(
+    "loss,columns",
+    [(losses.MultipleNegativesRankingLoss(), 3), (losses.CoSENTLoss(), 2)],
+)
+def test_length_grouped_step_equals_padded_step(loss, columns):
     encoder = tiny_encoder(dropout=0.0, seed=4)
     labels = torch.linspace(0, 1, 20) if isinstance(loss, losses.CoSENTLoss) else None
-    b = batch(encoder, labels=labels)
+    b = batch(encoder, columns, labels=labels)
+    b.features[0] = encoder.tokenize(["short"] * 5 + TEXTS[5:])  # columns of unequal widths
     results = []
-    for group in (None, 4):
-        module = EmbeddingModule(encoder, {"d": loss}, length_group_size=group)
+    for budget in (None, 40):
+        module = EmbeddingModule(encoder, {"d": loss}, length_group_tokens=budget)
         module.zero_grad()
-        embeddings = [module.encode_column(f) for f in b.features]
+        embeddings, _ = module.embed(b, loss)
         value = loss(embeddings, b.labels)
         value.backward()
         results.append((value.detach(), grads(module)))
@@ -40,14 +45,72 @@ def test_length_grouped_step_equals_padded_step(loss):
         assert (grouped_grads[name] - g).norm() <= 1e-4 * g.norm() + 1e-8, name
 
 
+def recorded_forwards(encoder):
+    """Patch `encoder.forward` to record the (rows, width) of every call."""
+    calls: list[tuple[int, int]] = []
+    original = encoder.forward
+    encoder.forward = lambda f: (calls.append(tuple(f["input_ids"].shape)), original(f))[1]
+    return calls
+
+
+def test_group_sizes_fill_the_token_budget():
+    assert group_sizes([8, 5, 4, 3, 3], 10) == [1, 2, 2]
+    assert group_sizes([30, 2, 2], 10) == [1, 2]  # a row longer than the budget goes alone
+    assert group_sizes([4] * 7, 16) == [4, 3]
+    assert group_sizes([], 16) == []
+
+
 def test_grouping_really_removes_padding():
     encoder = tiny_encoder()
-    module = EmbeddingModule(encoder, losses.CoSENTLoss(), length_group_size=4)
-    widths = []
-    original = encoder.forward
-    encoder.forward = lambda f: (widths.append(f["input_ids"].shape[1]), original(f))[1]
-    module.encode_column(batch(encoder).features[0])
-    assert len(widths) == 5 and widths == sorted(widths, reverse=True) and widths[-1] < widths[0]
+    module = EmbeddingModule(encoder, losses.CoSENTLoss(), length_group_tokens=40)
+    calls = recorded_forwards(encoder)
+    features = batch(encoder).features[0]
+    module.encode_column(features)
+    widths = [w for _, w in calls]
+    assert sum(r for r, _ in calls) == 20 and widths == sorted(widths, reverse=True)
+    assert all(r * w <= 40 or r == 1 for r, w in calls)
+    assert sum(r * w for r, w in calls) < features["input_ids"].numel() * 0.8
+
+
+def test_columns_are_grouped_together_unless_their_prompts_differ():
+    encoder = tiny_encoder(dropout=0.0)
+    module = EmbeddingModule(encoder, losses.CoSENTLoss(), length_group_tokens=64)
+    columns = [encoder.tokenize(TEXTS), encoder.tokenize([t[:12] for t in TEXTS])]
+    calls = recorded_forwards(encoder)
+    grouped = module.encode_columns(columns)
+    lengths = sorted((int(n) for f in columns for n in f["attention_mask"].sum(1)), reverse=True)
+    assert [r for r, _ in calls] == group_sizes(lengths, 64)  # one sorted pass over 40 rows
+    assert [w for _, w in calls] == sorted((w for _, w in calls), reverse=True)
+    # A column whose prompt is left out of pooling gets its own forwards.
+    encoder.pooling.include_prompt = False
+    columns[1] = encoder.tokenize([t[:12] for t in TEXTS], prompt="query: ")
+    calls.clear()
+    separate = module.encode_columns(columns)
+    per_column = [sorted(f["attention_mask"].sum(1).tolist(), reverse=True) for f in columns]
+    assert [r for r, _ in calls] == [n for ls in per_column for n in group_sizes(ls, 64)]
+    del encoder.forward
+    for got, features in zip([*grouped[:1], *separate], [columns[0], *columns], strict=True):
+        torch.testing.assert_close(got, encoder(features), rtol=1e-5, atol=1e-6)
+
+
+def test_token_counts_follow_the_grouping():
+    encoder = tiny_encoder()
+    columns = [encoder.tokenize(["a b c d e f", "a", "a b"]), encoder.tokenize(["a b c", "a"])]
+    # With [CLS]/[SEP]: lengths 8, 3, 4 and 5, 3; 23 real tokens.
+    plain = EmbeddingModule(encoder, losses.CoSENTLoss(), length_group_tokens=None)
+    assert plain.token_counts(columns) == (23, 3 * 8 + 2 * 5)
+    grouped = EmbeddingModule(encoder, losses.CoSENTLoss(), length_group_tokens=10)
+    # Sorted 8 | 5 4 | 3 3 -> 8 + 2 * 5 + 2 * 3.
+    assert grouped.token_counts(columns) == (23, 24)
+    calls = recorded_forwards(encoder)
+    grouped.encode_columns(columns)
+    assert sum(r * w for r, w in calls) == 24
+
+
+@pytest.mark.parametrize("bad", [0, -5, "fast", 2.5])
+def test_bad_group_budget_is_refused(bad):
+    with pytest.raises(ValueError, match="length_group_tokens"):
+        EmbeddingModule(tiny_encoder(), losses.CoSENTLoss(), length_group_tokens=bad)
 
 
 def test_parameter_groups_and_multipliers():

@@ -41,8 +41,12 @@ class ThroughputMonitor(L.Callback):
         features = getattr(batch, "features", None)
         if not features or seconds <= 0:
             return
-        real = sum(int(f["attention_mask"].sum()) for f in features)
-        padded = sum(f["attention_mask"].numel() for f in features)
+        counts = getattr(pl_module, "token_counts", None)
+        if counts is not None:  # what the step computes, with its length grouping
+            real, padded = counts(features)
+        else:
+            real = sum(int(f["attention_mask"].sum()) for f in features)
+            padded = sum(f["attention_mask"].numel() for f in features)
         size = batch.size
         pl_module.log("train/samples_per_sec", size / seconds, batch_size=size, prog_bar=True)
         pl_module.log("train/tokens_per_sec", real / seconds, batch_size=size)

@@ -1,0 +1,43 @@
+"""Helpers for the tests that start real process groups (gloo on CPU) with torch.multiprocessing."""
+
+from __future__ import annotations
+
+import datetime
+import faulthandler
+import os
+import sys
+
+import torch.distributed as dist
+
+# A collective that waits longer than this fails instead of hanging the test run.
+COLLECTIVE_TIMEOUT = datetime.timedelta(seconds=120)
+# A worker still running after this prints every thread's stack and exits.
+WORKER_DEADLINE_S = 300
+
+
+def init_gloo(rank: int, world: int, init_file: str) -> None:
+    """Join a gloo group on loopback through a rendezvous file, with finite timeouts."""
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
+    faulthandler.dump_traceback_later(WORKER_DEADLINE_S, exit=True, file=sys.stderr)
+    dist.init_process_group(
+        "gloo",
+        init_method=f"file://{init_file}",
+        rank=rank,
+        world_size=world,
+        timeout=COLLECTIVE_TIMEOUT,
+    )
+
+
+def leave_gloo() -> None:
+    """End a worker process once every rank is done, skipping torch's teardown of the group.
+
+    Destroying a gloo group right after a collective can deadlock in torch 2.13: the group's
+    destructor holds the GIL while it waits for a gloo thread that needs the GIL to release the
+    finished collective's tensors (seen with a DistributedDataParallel reducer, whose deletion
+    destroys the group). The workers have written their results to files by now.
+    """
+    dist.barrier()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
