@@ -281,11 +281,17 @@ class EmbeddingModule(L.LightningModule):
         return total if self.mini_batch_size is None else None
 
     def finite(self, total: Tensor, batch: Batch, batch_idx: int) -> bool:
-        if bool(torch.isfinite(total)):
+        """False (skip) or an error for a non-finite loss; under DDP every rank agrees, so a
+        batch skipped on one rank is skipped on all of them (a lone skip would hang DDP)."""
+        bad = (~torch.isfinite(total)).reshape(1).float()
+        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            dist.all_reduce(bad, op=dist.ReduceOp.MAX)
+        if not bool(bad):
             return True
+        where = "" if not bool(torch.isfinite(total)) else " on another rank"
         message = (
-            f"Non-finite loss {total.item()} on dataset {batch.dataset!r}, batch {batch_idx} "
-            f"(epoch {self.current_epoch}, step {self.global_step})."
+            f"Non-finite loss{where} ({total.item()} here) on dataset {batch.dataset!r}, batch "
+            f"{batch_idx} (epoch {self.current_epoch}, step {self.global_step})."
         )
         if self.nan_policy == "raise":
             raise FloatingPointError(message + " Set model.nan_policy=skip to skip such batches.")

@@ -3,25 +3,60 @@
 from __future__ import annotations
 
 import logging
+import signal
 from pathlib import Path
 
 import hydra
 import lightning as L
 import torch
 from hydra.utils import instantiate
+from lightning.pytorch.callbacks import LearningRateMonitor
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
 from st_lightning.evaluation.callback import EvaluatorCallback
 from st_lightning.export_run import export_models, summary_table
-from st_lightning.utils.checkpoint import AtomicCheckpointIO
+from st_lightning.utils.checkpoint import AtomicCheckpointIO, CheckpointOnSigterm
 from st_lightning.utils.instantiate import instantiate_named
 from st_lightning.utils.precision import auto_precision
 
 log = logging.getLogger(__name__)
 
 
+# Numeric settings checked before anything loads: a typo such as data.batch_size=6a fails
+# here, naming its key, not as a comparison error inside a constructor.
+_NONE = type(None)
+NUMBERS: dict[str, tuple[type, ...]] = {
+    "seed": (int,),
+    "data.batch_size": (int,),
+    "model.lr": (int, float),
+    "model.weight_decay": (int, float),
+    "model.warmup_ratio": (int, float),
+    "model.warmup_steps": (int,),
+    "model.mini_batch_size": (int, _NONE),
+    "trainer.max_steps": (int,),
+    "trainer.max_epochs": (int, _NONE),
+    "trainer.accumulate_grad_batches": (int,),
+    "trainer.gradient_clip_val": (int, float, _NONE),
+    "trainer.num_nodes": (int,),
+}
+_ABSENT = object()
+
+
 def check_config(cfg: DictConfig) -> None:
-    """Cheap checks before anything is loaded: what the monitors watch must exist."""
+    """Cheap checks before anything is loaded: numeric settings are numbers, and what the
+    monitors watch exists."""
+    for key, types in NUMBERS.items():
+        value = OmegaConf.select(cfg, key, default=_ABSENT)
+        if value is _ABSENT:
+            continue
+        if isinstance(value, bool) or not isinstance(value, types):
+            wanted = "an integer" if types[0] is int and float not in types else "a number"
+            wanted += " or null" if _NONE in types else ""
+            raise ValueError(
+                f"{key} must be {wanted}, got {value!r} ({type(value).__name__}); "
+                "fix the command-line override or the config file."
+            )
     evaluators = [k for k, v in (cfg.get("evaluator") or {}).items() if v is not None]
     for key in _monitors(cfg):
         parts = str(key).split("/")
@@ -57,8 +92,14 @@ def train(cfg: DictConfig) -> dict[str, float]:
         monitors=[m for m in _monitors(cfg) if m.startswith("val/")],
         **cfg.evaluation,
     )
-    callbacks = [eval_callback, *instantiate_named(cfg.get("callbacks")).values()]
+    callbacks = [
+        eval_callback,
+        *instantiate_named(cfg.get("callbacks")).values(),
+        CheckpointOnSigterm(output_dir / "checkpoints"),
+    ]
     loggers = list(instantiate_named(cfg.get("logger")).values())
+    if not loggers:  # Lightning's LearningRateMonitor refuses to run without a logger
+        callbacks = [cb for cb in callbacks if not isinstance(cb, LearningRateMonitor)]
     precision = cfg.trainer.get("precision")
     if precision == "auto":
         precision = auto_precision(cfg.trainer.get("accelerator"))
@@ -73,7 +114,11 @@ def train(cfg: DictConfig) -> dict[str, float]:
     for logger in trainer.loggers:
         logger.log_hyperparams(resolved)  # type: ignore[arg-type]
 
-    trainer.fit(model, datamodule=data, ckpt_path=cfg.get("ckpt_path"))
+    try:
+        trainer.fit(model, datamodule=data, ckpt_path=cfg.get("ckpt_path"))
+    except SIGTERMException:
+        # CheckpointOnSigterm has saved the run; exit as a process ended by SIGTERM does.
+        raise SystemExit(128 + signal.SIGTERM) from None
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
     if trainer.is_global_zero:
         export_models(cfg, trainer, model, data, eval_callback, output_dir)
