@@ -15,6 +15,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
 from st_lightning.evaluation.callback import EvaluatorCallback
+from st_lightning.export import read_checkpoint
 from st_lightning.export_run import export_models, summary_table
 from st_lightning.utils.checkpoint import AtomicCheckpointIO, CheckpointOnSigterm
 from st_lightning.utils.instantiate import instantiate_named
@@ -72,6 +73,8 @@ def check_config(cfg: DictConfig) -> None:
 def train(cfg: DictConfig) -> dict[str, float]:
     """Seed, build everything from `cfg`, fit, export; returns the final logged metrics."""
     check_config(cfg)
+    if cfg.get("ckpt_path"):
+        read_checkpoint(cfg.ckpt_path)  # a missing or damaged file fails here, before loading
     output_dir = Path(cfg.paths.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     resolved = OmegaConf.to_container(cfg, resolve=True)
@@ -115,7 +118,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
         logger.log_hyperparams(resolved)  # type: ignore[arg-type]
 
     try:
-        trainer.fit(model, datamodule=data, ckpt_path=cfg.get("ckpt_path"))
+        # weights_only: resuming never runs pickled code from a checkpoint file.
+        trainer.fit(model, datamodule=data, ckpt_path=cfg.get("ckpt_path"), weights_only=True)
     except SIGTERMException:
         # CheckpointOnSigterm has saved the run; exit as a process ended by SIGTERM does.
         raise SystemExit(128 + signal.SIGTERM) from None

@@ -49,6 +49,20 @@ def test_non_numeric_settings_fail_before_anything_loads(override, key, tmp_path
     assert not (tmp_path / "final").exists() and not (tmp_path / "checkpoints").exists()
 
 
+def test_resuming_from_a_damaged_checkpoint_fails_before_loading(tmp_path, monkeypatch):
+    def no_loading(*args, **kwargs):
+        raise AssertionError("the model was loaded before the checkpoint was checked")
+
+    monkeypatch.setattr(SentenceEncoder, "from_pretrained", no_loading)
+    broken = tmp_path / "last.ckpt"
+    broken.write_bytes(b"\x80\x02 half a checkpoint")
+    for path, match in [(broken, "truncated, damaged"), (tmp_path / "nope.ckpt", "does not exist")]:
+        cfg = run_cfg(tmp_path / "run", ["+experiment=smoke", f"ckpt_path={path}"])
+        with pytest.raises((ValueError, FileNotFoundError), match=match):
+            train(cfg)
+    assert broken.read_bytes() == b"\x80\x02 half a checkpoint"  # left as it was
+
+
 def test_valid_numbers_pass_the_check():
     check_config(compose_cfg(["+experiment=smoke", "model.lr=3", "model.mini_batch_size=8"]))
 

@@ -67,7 +67,10 @@ class MultiDatasetSampler:
         self.position = 0
 
     def __len__(self) -> int:
-        return len(self.schedule()) - self.position
+        """Batches in a whole epoch, also when resumed mid-epoch: Lightning counts on from the
+        restored batch index, so the resumed iterator serves the remaining batches while the
+        epoch (and the learning-rate schedule computed from it) keeps its length."""
+        return len(self.schedule())
 
     def state_dict(self) -> dict[str, Any]:
         return {"epoch": self.epoch, "position": self.position, "seed": self.seed}
