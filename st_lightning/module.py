@@ -78,6 +78,9 @@ class EmbeddingModule(L.LightningModule):
             row, instead of padding each column to its longest (None: one forward per column;
             "auto": 512 on CPU, 16384 on accelerators). The loss and gradients are the same
             function of the data; far fewer padding tokens are computed.
+        unpadded: run BERT-family backbones on the real tokens only, padding only inside
+            attention (`st_lightning.encoders.unpadded`); other backbones ignore it. The
+            function computed is the same.
     """
 
     def __init__(
@@ -97,6 +100,7 @@ class EmbeddingModule(L.LightningModule):
         accumulate_grad_batches: int = 1,
         nan_policy: Literal["raise", "skip"] = "raise",
         length_group_tokens: int | Literal["auto"] | None = "auto",
+        unpadded: bool = True,
     ) -> None:
         super().__init__()
         if not lr > 0:
@@ -137,6 +141,8 @@ class EmbeddingModule(L.LightningModule):
                 f"{length_group_tokens!r}."
             )
         self.length_group_tokens = length_group_tokens
+        # BERT-family backbones skip padding positions in every per-token layer (same function).
+        self.encoder.unpadded = unpadded
         self.skipped_batches = 0
         self.cached_batches = 0
         self.automatic_optimization = mini_batch_size is None

@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from st_lightning.encoders import unpadded
 from st_lightning.encoders.dense import Dense
 from st_lightning.encoders.pooling import Pooling
 
@@ -74,6 +75,9 @@ class SentenceEncoder(nn.Module):
                 "choose cosine, dot, euclidean or manhattan."
             )
         self.similarity_fn_name = similarity_fn_name
+        # Run supported backbones without computing padding positions (see `unpadded.py`); a
+        # runtime switch, not saved: the function computed is the same.
+        self.unpadded = False
 
     # ---- loading and saving -------------------------------------------------------------------
     @classmethod
@@ -138,6 +142,8 @@ class SentenceEncoder(nn.Module):
 
     def token_embeddings(self, features: dict[str, Tensor]) -> Tensor:
         inputs = {k: v for k, v in features.items() if k != "prompt_length"}
+        if self.unpadded and unpadded.supports(self.transformer):
+            return unpadded.bert_token_embeddings(self.transformer, inputs)
         return self.transformer(**inputs, return_dict=True)[0]
 
     def head(self, tokens: Tensor, features: dict[str, Tensor]) -> Tensor:

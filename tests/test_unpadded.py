@@ -1,0 +1,98 @@
+"""The unpadded BERT forward computes the same function as the backbone's own padded forward."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from transformers import DistilBertConfig, DistilBertModel
+
+from st_lightning import EmbeddingModule, losses
+from st_lightning.data.collate import Batch
+from st_lightning.encoders import SentenceEncoder, tiny_encoder, unpadded
+
+TEXTS = [
+    "a short one",
+    "a much longer sentence that goes on and on for quite a few tokens, indeed it does",
+    "mid length sentence here",
+    "x",
+    "Two men are playing chess in the park while a crowd watches them.",
+]
+
+
+def no_dropout(encoder: SentenceEncoder) -> SentenceEncoder:
+    for module in encoder.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.0
+    return encoder
+
+
+def embeddings_and_grads(encoder: SentenceEncoder, features, flag: bool):
+    encoder.unpadded = flag
+    encoder.zero_grad()
+    out = encoder(features)
+    (out * torch.linspace(-1, 1, out.shape[1])).sum().backward()
+    grads = {n: p.grad.clone() for n, p in encoder.named_parameters() if p.grad is not None}
+    return out.detach(), grads
+
+
+@pytest.mark.parametrize("model", ["minilm", "tiny_cls", "tiny_pair"])
+def test_same_embeddings_and_gradients_as_the_padded_forward(model, minilm):
+    if model == "minilm":
+        encoder = no_dropout(copy.deepcopy(minilm)).train()
+        features = encoder.tokenize(TEXTS)
+    else:
+        encoder = tiny_encoder(
+            pooling_mode="cls" if model == "tiny_cls" else "mean", dropout=0.0
+        ).train()
+        features = encoder.tokenize(TEXTS)
+        if model == "tiny_pair":  # second segment ids, as a cross-style input would have
+            features["token_type_ids"][:, 3:] = features["attention_mask"][:, 3:]
+    assert unpadded.supports(encoder.transformer)
+    plain, plain_grads = embeddings_and_grads(encoder, features, False)
+    packed, packed_grads = embeddings_and_grads(encoder, features, True)
+    torch.testing.assert_close(packed, plain, rtol=1e-5, atol=1e-5)
+    assert plain_grads.keys() == packed_grads.keys()
+    scale = torch.sqrt(sum(g.norm() ** 2 for g in plain_grads.values()))
+    for name, g in plain_grads.items():
+        # Key biases get no gradient in exact arithmetic (softmax ignores a per-query shift):
+        # both sides are rounding noise there, so errors are measured against the whole
+        # gradient's norm.
+        assert (packed_grads[name] - g).norm() <= 1e-5 * scale, name
+
+
+def test_eval_mode_and_inference_agree(minilm):
+    encoder = copy.deepcopy(minilm).eval()
+    encoder.unpadded = True
+    got = encoder.encode(TEXTS, convert_to="tensor")
+    torch.testing.assert_close(got, minilm.encode(TEXTS, convert_to="tensor"), rtol=0, atol=1e-5)
+
+
+def test_other_backbones_use_their_own_forward():
+    config = DistilBertConfig(vocab_size=200, dim=32, n_layers=1, n_heads=2, hidden_dim=64)
+    assert not unpadded.supports(DistilBertModel(config))
+    encoder = tiny_encoder()
+    encoder.transformer.config.position_embedding_type = "relative_key"
+    assert not unpadded.supports(encoder.transformer)
+
+
+def test_training_step_with_and_without_unpadding():
+    encoder = tiny_encoder(dropout=0.0, seed=5)
+    loss = losses.MultipleNegativesRankingLoss()
+    columns = [encoder.tokenize(TEXTS), encoder.tokenize(TEXTS[1:] + TEXTS[:1])]
+    batch = Batch("d", columns, None)
+    values, grads = [], []
+    for flag in (False, True):
+        module = EmbeddingModule(encoder, {"d": loss}, unpadded=flag, length_group_tokens=40)
+        module.zero_grad()
+        value = loss(module.embed(batch, loss)[0])
+        value.backward()
+        values.append(value.detach())
+        grads.append(
+            {n: p.grad.clone() for n, p in module.named_parameters() if p.grad is not None}
+        )
+    torch.testing.assert_close(values[1], values[0], rtol=1e-5, atol=1e-6)
+    scale = torch.sqrt(sum(g.norm() ** 2 for g in grads[0].values()))
+    for name, g in grads[0].items():
+        assert (grads[1][name] - g).norm() <= 1e-5 * scale, name
