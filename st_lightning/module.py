@@ -16,16 +16,16 @@ from torch.optim import AdamW
 from torch.optim.lr_scheduler import LambdaLR
 
 from st_lightning.data.collate import Batch
-from st_lightning.encoders import SentenceEncoder
+from st_lightning.encoders import SentenceEncoder, unpadded
+from st_lightning.encoders.unpadded import (
+    ACCELERATOR_GROUP_TOKENS,
+    CPU_GROUP_TOKENS,
+    group_sizes,
+)
 from st_lightning.losses.base import EmbeddingLoss
 from st_lightning.losses.gradcache import cached_backward, total_loss
 
 NO_DECAY = ("bias", "LayerNorm.weight", "layer_norm.weight", "norm.weight")
-# Token positions per forward pass of the length grouping under length_group_tokens="auto".
-# On 2 CPU cores 384-768 were equally fast for all-MiniLM-L6-v2 and 16 rows per pass was 25%
-# slower (benchmarks/length_grouping.py); accelerators want bigger matrices (not yet measured).
-CPU_GROUP_TOKENS = 512
-ACCELERATOR_GROUP_TOKENS = 16384
 
 
 def fusable(groups: list[dict[str, Any]]) -> bool:
@@ -40,16 +40,6 @@ def fusable(groups: list[dict[str, Any]]) -> bool:
         and p.dtype in (torch.float32, torch.bfloat16, torch.float16)
         for p in params
     )
-
-
-def group_sizes(lengths: list[int], budget: int) -> list[int]:
-    """Split rows sorted longest first into groups of at most `budget` padded token positions."""
-    sizes, start = [], 0
-    while start < len(lengths):
-        size = min(max(1, budget // max(1, lengths[start])), len(lengths) - start)
-        sizes.append(size)
-        start += size
-    return sizes
 
 
 class EmbeddingModule(L.LightningModule):
@@ -141,8 +131,10 @@ class EmbeddingModule(L.LightningModule):
                 f"{length_group_tokens!r}."
             )
         self.length_group_tokens = length_group_tokens
-        # BERT-family backbones skip padding positions in every per-token layer (same function).
+        # BERT-family backbones skip padding positions in every per-token layer (same function),
+        # with attention in length-sorted groups of this many token positions.
         self.encoder.unpadded = unpadded
+        self.encoder.attention_tokens = length_group_tokens
         self.skipped_batches = 0
         self.cached_batches = 0
         self.automatic_optimization = mini_batch_size is None
@@ -198,7 +190,10 @@ class EmbeddingModule(L.LightningModule):
         """
         out: list[Tensor | None] = [None] * len(columns)
         for members in self._column_sets(columns):
-            grouped = self._grouped([columns[i] for i in members])
+            if self.runs_unpadded():
+                grouped = self._merged([columns[i] for i in members])
+            else:
+                grouped = self._grouped([columns[i] for i in members])
             for i, embedding in zip(members, grouped, strict=True):
                 out[i] = embedding
         return out  # type: ignore[return-value]
@@ -207,9 +202,21 @@ class EmbeddingModule(L.LightningModule):
         """Embed one column with length grouping (see `encode_columns`)."""
         return self.encode_columns([features])[0]
 
+    def runs_unpadded(self) -> bool:
+        """Whether the encoder runs the whole batch unpadded (see `unpadded`)."""
+        right_padded = getattr(self.encoder.tokenizer, "padding_side", "right") == "right"
+        return (
+            bool(self.encoder.unpadded)
+            and right_padded
+            and unpadded.supports(self.encoder.transformer)
+        )
+
     def token_counts(self, columns: list[dict[str, Tensor]]) -> tuple[int, int]:
-        """(real tokens, token positions computed) of `encode_columns` on a batch's columns."""
+        """(real tokens, token positions computed by the per-token layers) of `encode_columns`
+        on a batch's columns; unpadded, the two are equal (attention is not counted)."""
         real = sum(int(f["attention_mask"].sum()) for f in columns)
+        if self.runs_unpadded():
+            return real, real
         computed = 0
         for members in self._column_sets(columns):
             masks = [columns[i]["attention_mask"] for i in members]
@@ -242,6 +249,20 @@ class EmbeddingModule(L.LightningModule):
             key = tuple(sorted((k, v if not isinstance(v, Tensor) else None) for k, v in f.items()))
             sets.setdefault(key, []).append(i)
         return list(sets.values())
+
+    def _merged(self, columns: list[dict[str, Tensor]]) -> list[Tensor]:
+        """One unpadded forward for the rows of all `columns` (attention grouped by length)."""
+        counts = [f["attention_mask"].shape[0] for f in columns]
+        if len(columns) == 1:
+            return [self.encoder(columns[0])]
+        width = max(f["attention_mask"].shape[1] for f in columns)
+        tensors = [k for k, v in columns[0].items() if isinstance(v, Tensor) and v.dim() == 2]
+        merged = {
+            k: torch.cat([nn.functional.pad(f[k], (0, width - f[k].shape[1])) for f in columns])
+            for k in tensors
+        }
+        rest = {k: v for k, v in columns[0].items() if k not in merged}
+        return list(self.encoder({**merged, **rest}).split(counts))
 
     def _grouped(self, columns: list[dict[str, Tensor]]) -> list[Tensor]:
         budget = self.group_budget(columns[0]["attention_mask"].device)
@@ -309,12 +330,16 @@ class EmbeddingModule(L.LightningModule):
         return False
 
     def log_loss(self, batch: Batch, value: Tensor | dict[str, Tensor], total: Tensor) -> None:
+        """Logs the loss averaged over ranks: the loss of the global batch (every rank draws
+        the same dataset at a step, so the per-dataset keys agree across ranks)."""
         size = batch.size
-        self.log("train/loss", total, prog_bar=True, batch_size=size)
-        self.log(f"train/loss/{batch.dataset}", total, batch_size=size)
+        sync = self.trainer.world_size > 1 if self._trainer is not None else False
+        self.log("train/loss", total, prog_bar=True, batch_size=size, sync_dist=sync)
+        self.log(f"train/loss/{batch.dataset}", total, batch_size=size, sync_dist=sync)
         if isinstance(value, dict):
             for name, part in value.items():
-                self.log(f"train/loss/{batch.dataset}/{name}", part, batch_size=size)
+                key = f"train/loss/{batch.dataset}/{name}"
+                self.log(key, part, batch_size=size, sync_dist=sync)
 
     def cached_step(self, batch: Batch, loss_fn: EmbeddingLoss) -> Tensor | dict[str, Tensor]:
         """Gradient caching with manual optimization; gradients are averaged over ranks here."""

@@ -75,9 +75,12 @@ class SentenceEncoder(nn.Module):
                 "choose cosine, dot, euclidean or manhattan."
             )
         self.similarity_fn_name = similarity_fn_name
-        # Run supported backbones without computing padding positions (see `unpadded.py`); a
-        # runtime switch, not saved: the function computed is the same.
+        # Run supported backbones without computing padding positions (see `unpadded.py`), with
+        # attention in length-sorted groups of at most `attention_tokens` positions ("auto": 512
+        # on CPU, 16384 on accelerators; None: one group). Runtime switches, not saved: the
+        # function computed is the same.
         self.unpadded = False
+        self.attention_tokens: int | str | None = "auto"
 
     # ---- loading and saving -------------------------------------------------------------------
     @classmethod
@@ -143,7 +146,13 @@ class SentenceEncoder(nn.Module):
     def token_embeddings(self, features: dict[str, Tensor]) -> Tensor:
         inputs = {k: v for k, v in features.items() if k != "prompt_length"}
         if self.unpadded and unpadded.supports(self.transformer):
-            return unpadded.bert_token_embeddings(self.transformer, inputs)
+            budget = self.attention_tokens
+            if budget == "auto":
+                on_cpu = inputs["input_ids"].device.type == "cpu"
+                budget = unpadded.CPU_GROUP_TOKENS if on_cpu else unpadded.ACCELERATOR_GROUP_TOKENS
+            elif budget is None:
+                budget = inputs["input_ids"].numel()
+            return unpadded.bert_token_embeddings(self.transformer, inputs, int(budget))
         return self.transformer(**inputs, return_dict=True)[0]
 
     def head(self, tokens: Tensor, features: dict[str, Tensor]) -> Tensor:

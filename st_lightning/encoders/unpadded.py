@@ -2,14 +2,17 @@
 
 A padded batch spends most of a BERT layer's work (the query/key/value, output and
 feed-forward projections, the layer norms and dropouts) on padding positions whose results
-are thrown away. Here the real tokens of a batch are packed into one [tokens, hidden] matrix;
-every per-token operation runs on it, and only attention scatters queries, keys and values
-into the padded [batch, heads, length, head_dim] layout (with the padding masked, as in the
-padded model) and gathers its output back. The result equals the backbone's own forward at
-every real position (padding positions come back as zeros, which pooling ignores).
+are thrown away. Here the real tokens of the whole batch are packed into one [tokens, hidden]
+matrix and every per-token operation runs on it once per layer: one large matrix product
+instead of many small ones, and one embedding lookup. Only attention needs rows side by side:
+rows are sorted by length and cut into groups of at most `attention_tokens` token positions;
+each group's queries, keys and values are placed in a [rows, heads, longest, head_dim] layout
+with the padding masked, as in the padded model, and the outputs are packed again. The result
+equals the backbone's own forward at every real position (padding positions come back as
+zeros, which pooling ignores).
 
 Supported: `transformers.BertModel` encoders with absolute position embeddings (BERT,
-MiniLM, all-MiniLM-L6-v2, BGE, E5, GTE-base and the like). Others use their own forward.
+MiniLM, all-MiniLM-L6-v2, BGE, E5 and the like). Others use their own forward.
 """
 
 from __future__ import annotations
@@ -37,7 +40,67 @@ def supports(model: nn.Module) -> bool:
     )
 
 
-def bert_token_embeddings(model: nn.Module, features: dict[str, Tensor]) -> Tensor:
+# Token positions per forward pass of the length grouping under length_group_tokens="auto"
+# (EmbeddingModule) and attention_tokens="auto" (SentenceEncoder).
+# On 2 CPU cores 384-768 were equally fast for all-MiniLM-L6-v2 and 16 rows per pass was 25%
+# slower (benchmarks/length_grouping.py); accelerators want bigger matrices (not yet measured).
+CPU_GROUP_TOKENS = 512
+ACCELERATOR_GROUP_TOKENS = 16384
+
+
+def group_sizes(lengths: list[int], budget: int) -> list[int]:
+    """Split rows sorted longest first into groups of at most `budget` padded token positions."""
+    sizes, start = [], 0
+    while start < len(lengths):
+        size = min(max(1, budget // max(1, lengths[start])), len(lengths) - start)
+        sizes.append(size)
+        start += size
+    return sizes
+
+
+class _Groups:
+    """Where each attention group's tokens sit in the packed matrix and in the group's layout."""
+
+    def __init__(self, mask: Tensor, attention_tokens: int) -> None:
+        lengths = mask.sum(dim=1)
+        order = lengths.argsort(descending=True)
+        sorted_lengths = lengths[order].tolist()  # the one host read of the forward
+        packed_index = (mask.flatten().cumsum(0) - 1).view(mask.shape)
+        self.groups: list[tuple[Tensor, Tensor, Tensor, int, int]] = []
+        sources = []
+        start = 0
+        for size in group_sizes(sorted_lengths, attention_tokens):
+            rows = order[start : start + size]
+            width = sorted_lengths[start]
+            keep = mask[rows, :width]
+            source = packed_index[rows, :width][keep]  # packed token of each kept position
+            target = keep.flatten().nonzero().squeeze(1)  # its place in size * width
+            self.groups.append((source, target, keep, size, width))
+            sources.append(source)
+            start += size
+        # Packed order -> order of the concatenated group outputs, and back.
+        self.unsort = torch.cat(sources).argsort()
+
+    def attention(self, q: Tensor, k: Tensor, v: Tensor, heads: int, dropout: float, scale: float):
+        outputs = []
+        for source, target, keep, size, width in self.groups:
+            q_, k_, v_ = (
+                t.new_zeros(size * width, t.shape[-1])
+                .index_copy(0, target, t[source])
+                .view(size, width, heads, -1)
+                .transpose(1, 2)
+                for t in (q, k, v)
+            )
+            context = F.scaled_dot_product_attention(
+                q_, k_, v_, attn_mask=keep[:, None, None, :], dropout_p=dropout, scale=scale
+            )
+            outputs.append(context.transpose(1, 2).reshape(size * width, -1)[target])
+        return torch.cat(outputs)[self.unsort]
+
+
+def bert_token_embeddings(
+    model: nn.Module, features: dict[str, Tensor], attention_tokens: int = 512
+) -> Tensor:
     """Last hidden states [batch, length, hidden] of `model` (a supported BertModel)."""
     ids = features["input_ids"]
     mask = features["attention_mask"].bool()
@@ -53,24 +116,17 @@ def bert_token_embeddings(model: nn.Module, features: dict[str, Tensor]) -> Tens
     else:
         x = x + emb.token_type_embeddings.weight[0]
     x = emb.dropout(emb.LayerNorm(x))
-    keep = mask[:, None, None, :]  # attend to real keys only
-
-    def padded(t: Tensor, heads: int) -> Tensor:
-        out = t.new_zeros(batch * length, t.shape[-1]).index_copy(0, real, t)
-        return out.view(batch, length, heads, -1).transpose(1, 2)
-
+    groups = _Groups(mask, attention_tokens)
     for layer in model.encoder.layer:
         attention = layer.attention.self
-        heads = attention.num_attention_heads
-        context = F.scaled_dot_product_attention(
-            padded(attention.query(x), heads),
-            padded(attention.key(x), heads),
-            padded(attention.value(x), heads),
-            attn_mask=keep,
-            dropout_p=attention.dropout.p if attention.training else 0.0,
-            scale=attention.scaling,
+        context = groups.attention(
+            attention.query(x),
+            attention.key(x),
+            attention.value(x),
+            attention.num_attention_heads,
+            attention.dropout.p if attention.training else 0.0,
+            attention.scaling,
         )
-        context = context.transpose(1, 2).reshape(batch * length, -1)[real]
         out = layer.attention.output
         x = out.LayerNorm(out.dropout(out.dense(context)) + x)
         ffn = layer.output

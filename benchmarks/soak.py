@@ -1,0 +1,129 @@
+"""Soak test: many epochs of a real training run; resident memory and epoch time per epoch.
+
+    python benchmarks/soak.py [--epochs 30] [--rows 2048]
+
+A tiny BERT (the smoke model) trains with MNRL on the first `--rows` bundled NLI triplets
+(no-duplicates batches of 32), with the STS-B dev evaluator after every epoch and the default
+callbacks (checkpoint every epoch, learning-rate and throughput logging, CSV logger): every
+part of the pipeline runs once per epoch, while the model's compute stays small enough that
+the pipeline's own costs would show. Per epoch it records the process's resident memory (RSS)
+and the epoch's wall time; the table compares the first epoch, the second and the last.
+Writes benchmarks/results/soak.{json,md}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def rss_mb() -> float:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmRSS in /proc/self/status")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--epochs", type=int, default=30)
+    parser.add_argument("--rows", type=int, default=2048)
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/soak")
+    args = parser.parse_args()
+
+    import lightning as L
+    import torch
+    from hydra import compose, initialize_config_dir
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import open_dict
+
+    from st_lightning.train import train
+
+    epochs: list[dict[str, float]] = []
+
+    class Recorder(L.Callback):
+        def on_train_epoch_start(self, trainer, pl_module):
+            self.start = time.perf_counter()
+
+        def on_train_epoch_end(self, trainer, pl_module):
+            epochs.append(
+                {
+                    "epoch": trainer.current_epoch,
+                    "seconds": time.perf_counter() - self.start,
+                    "rss_mb": rss_mb(),
+                    "steps": trainer.global_step,
+                }
+            )
+            print(epochs[-1], flush=True)
+
+    globals()["Recorder"] = Recorder
+    out_dir = Path(tempfile.mkdtemp(prefix="st_soak_"))
+    overrides = [
+        "+experiment=smoke",
+        "data=nli",
+        f"data.datasets.nli.split=train[:{args.rows}]",
+        "data.batch_size=32",
+        "evaluator=[sts_dev]",
+        "evaluation.on_epoch_end=true",
+        "evaluation.before_training=false",
+        "trainer.max_steps=-1",
+        f"trainer.max_epochs={args.epochs}",
+        "trainer.log_every_n_steps=10",
+        f"paths.output_dir={out_dir}",
+        "export.best=false",
+    ]
+    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose("train", overrides=overrides, return_hydra_config=True)
+    HydraConfig.instance().set_config(cfg)
+    with open_dict(cfg):
+        del cfg["hydra"]
+        cfg.callbacks["recorder"] = {"_target_": "__main__.Recorder"}
+    start = time.perf_counter()
+    train(cfg)
+    total = time.perf_counter() - start
+
+    first, second, last = epochs[0], epochs[1], epochs[-1]
+    tail = epochs[len(epochs) // 2 :]
+    early = epochs[1 : 1 + len(tail)]
+    mean = lambda rows, key: sum(r[key] for r in rows) / len(rows)  # noqa: E731
+    growth = last["rss_mb"] - second["rss_mb"]
+    slowdown = mean(tail, "seconds") / mean(early, "seconds")
+    machine = f"{platform.machine()}, {os.cpu_count()} CPU cores, torch {torch.__version__}"
+    lines = [
+        "# Soak: resident memory and epoch time over a long run",
+        "",
+        f"Machine: {machine}. Command: `python benchmarks/soak.py --epochs {args.epochs} "
+        f"--rows {args.rows}` (tiny BERT, MNRL, batch 32, STS-B dev evaluation and a checkpoint "
+        f"every epoch; {last['steps']} steps in {total:.0f} s).",
+        "",
+        "| epoch | seconds | RSS (MB) |",
+        "| --- | --- | --- |",
+        *[
+            f"| {r['epoch']} | {r['seconds']:.2f} | {r['rss_mb']:.0f} |"
+            for r in epochs
+            if r in (first, second, last) or r["epoch"] % 5 == 0
+        ],
+        "",
+        f"RSS growth from the end of epoch 1 to the end of epoch {last['epoch']}: "
+        f"{growth:+.0f} MB ({growth / second['rss_mb']:+.1%}). Mean epoch time, second half vs "
+        f"epochs 1..{len(tail)}: {slowdown:.2f}x.",
+    ]
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    summary = {"rss_growth_mb": growth, "slowdown": slowdown, "total_seconds": total}
+    args.out.with_suffix(".json").write_text(
+        json.dumps({"machine": machine, "summary": summary, "epochs": epochs}, indent=2) + "\n"
+    )
+    args.out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,132 @@
+"""Two "nodes" of one process each under torchrun (gloo on 127.0.0.1) train like one process.
+
+The smoke experiment with gathered in-batch negatives and sharded evaluation, run as
+`trainer.num_nodes=2` through Lightning's own DDP and torchrun's environment, must give the
+same loss curve, final weights and evaluation metrics as a single process whose batch is the
+global batch (2 x the per-rank batch).
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import REPO
+from safetensors.torch import load_file
+
+PER_RANK = 4
+COMMON = [
+    "+experiment=smoke",
+    "loss@losses.nli=mnrl_gathered",
+    "model.encoder.dropout=0.0",  # dropout masks differ between 1 and 2 processes
+    "trainer.max_steps=5",
+    "trainer.max_epochs=-1",
+    "export.best=false",
+]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def env() -> dict[str, str]:
+    return {
+        **os.environ,
+        "ST_LIGHTNING_ROOT": str(REPO),
+        "GLOO_SOCKET_IFNAME": "lo",
+        "OMP_NUM_THREADS": "1",
+    }
+
+
+def losses_by_step(out: Path) -> dict[int, float]:
+    found = {}
+    for path in out.glob("csv/version_*/metrics.csv"):
+        with open(path) as f:
+            for row in csv.DictReader(f):
+                if row.get("train/loss"):
+                    found[int(row["step"])] = float(row["train/loss"])
+    return found
+
+
+def final_metric(out: Path) -> float:
+    rows = list(csv.DictReader(open(next(out.glob("eval/*.csv")))))
+    return float(rows[-1]["spearman_cosine"])
+
+
+@pytest.mark.slow
+def test_two_nodes_under_torchrun_equal_one_process(tmp_path):
+    single = tmp_path / "single"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "st_lightning.train",
+            *COMMON,
+            f"data.batch_size={2 * PER_RANK}",
+            f"hydra.run.dir={single}",
+        ],
+        cwd=REPO,
+        env=env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+
+    port = free_port()
+    nodes = []
+    for node_rank in range(2):
+        cmd = [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nnodes=2",
+            "--nproc-per-node=1",
+            f"--node-rank={node_rank}",
+            "--master-addr=127.0.0.1",
+            f"--master-port={port}",
+            "-m",
+            "st_lightning.train",
+            *COMMON,
+            f"data.batch_size={PER_RANK}",
+            "trainer=ddp",
+            "trainer.accelerator=cpu",
+            "trainer.precision=32-true",
+            "trainer.devices=1",
+            "trainer.num_nodes=2",
+            f"hydra.run.dir={tmp_path / f'node{node_rank}'}",
+        ]
+        nodes.append(
+            subprocess.Popen(
+                cmd,
+                cwd=REPO,
+                env=env(),
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+            )
+        )
+    outputs = [node.communicate(timeout=400)[0] for node in nodes]
+    for node, output in zip(nodes, outputs, strict=True):
+        assert node.returncode == 0, output[-4000:]
+    # Lightning's own DDP set-up, from torchrun's environment: one member per node.
+    assert "MEMBER: 1/2" in outputs[0] and "MEMBER: 2/2" in outputs[1]
+    node0 = tmp_path / "node0"
+
+    expected, got = losses_by_step(single), losses_by_step(node0)
+    assert sorted(got) == sorted(expected) == list(range(5))
+    for step, value in expected.items():
+        assert got[step] == pytest.approx(value, rel=1e-4), step
+    a = load_file(str(node0 / "final" / "model.safetensors"))
+    b = load_file(str(single / "final" / "model.safetensors"))
+    for key, value in b.items():
+        assert (a[key] - value).norm() <= 1e-4 * value.norm() + 1e-7, key
+    assert final_metric(node0) == pytest.approx(final_metric(single), abs=1e-4)
+    assert not (tmp_path / "node1" / "final").exists()  # only global rank 0 exports
