@@ -42,6 +42,20 @@ def fusable(groups: list[dict[str, Any]]) -> bool:
     )
 
 
+def merge_columns(
+    columns: list[dict[str, Any]],
+) -> tuple[dict[str, Tensor], dict[str, Any]]:
+    """The rows of several tokenized columns as one batch, right-padded to the widest column;
+    returns (row tensors, the entries shared by all columns such as a prompt length)."""
+    width = max(f["attention_mask"].shape[1] for f in columns)
+    tensors = [k for k, v in columns[0].items() if isinstance(v, Tensor) and v.dim() == 2]
+    merged = {
+        k: torch.cat([nn.functional.pad(f[k], (0, width - f[k].shape[1])) for f in columns])
+        for k in tensors
+    }
+    return merged, {k: v for k, v in columns[0].items() if k not in merged}
+
+
 class EmbeddingModule(L.LightningModule):
     """Trains a `SentenceEncoder` with a dict of losses keyed by dataset name.
 
@@ -252,16 +266,10 @@ class EmbeddingModule(L.LightningModule):
 
     def _merged(self, columns: list[dict[str, Tensor]]) -> list[Tensor]:
         """One unpadded forward for the rows of all `columns` (attention grouped by length)."""
-        counts = [f["attention_mask"].shape[0] for f in columns]
         if len(columns) == 1:
             return [self.encoder(columns[0])]
-        width = max(f["attention_mask"].shape[1] for f in columns)
-        tensors = [k for k, v in columns[0].items() if isinstance(v, Tensor) and v.dim() == 2]
-        merged = {
-            k: torch.cat([nn.functional.pad(f[k], (0, width - f[k].shape[1])) for f in columns])
-            for k in tensors
-        }
-        rest = {k: v for k, v in columns[0].items() if k not in merged}
+        counts = [f["attention_mask"].shape[0] for f in columns]
+        merged, rest = merge_columns(columns)
         return list(self.encoder({**merged, **rest}).split(counts))
 
     def _grouped(self, columns: list[dict[str, Tensor]]) -> list[Tensor]:
@@ -269,13 +277,7 @@ class EmbeddingModule(L.LightningModule):
         if budget is None:
             return [self.encoder(f) for f in columns]
         counts = [f["attention_mask"].shape[0] for f in columns]
-        width = max(f["attention_mask"].shape[1] for f in columns)
-        tensors = [k for k, v in columns[0].items() if isinstance(v, Tensor) and v.dim() == 2]
-        merged = {
-            k: torch.cat([nn.functional.pad(f[k], (0, width - f[k].shape[1])) for f in columns])
-            for k in tensors
-        }
-        rest = {k: v for k, v in columns[0].items() if k not in merged}
+        merged, rest = merge_columns(columns)
         lengths = merged["attention_mask"].sum(dim=1)
         order = lengths.argsort(descending=True)
         # One host read of all lengths per batch, not one per group.

@@ -18,6 +18,7 @@ from st_lightning.evaluation.callback import EvaluatorCallback
 from st_lightning.export import read_checkpoint
 from st_lightning.export_run import export_models, summary_table
 from st_lightning.utils.checkpoint import AtomicCheckpointIO, CheckpointOnSigterm
+from st_lightning.utils.fsdp import full_parameters
 from st_lightning.utils.instantiate import instantiate_named
 from st_lightning.utils.precision import auto_precision
 
@@ -124,9 +125,10 @@ def train(cfg: DictConfig) -> dict[str, float]:
         # CheckpointOnSigterm has saved the run; exit as a process ended by SIGTERM does.
         raise SystemExit(128 + signal.SIGTERM) from None
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
-    if trainer.is_global_zero:
-        export_models(cfg, trainer, model, data, eval_callback, output_dir)
-        print(summary_table(eval_callback))
+    with full_parameters(trainer, rank0_only=True):  # FSDP: rank 0 holds the whole encoder
+        if trainer.is_global_zero:
+            export_models(cfg, trainer, model, data, eval_callback, output_dir)
+            print(summary_table(eval_callback))
     return metrics
 
 

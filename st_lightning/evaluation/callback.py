@@ -14,6 +14,7 @@ import torch
 
 from st_lightning.evaluation.base import Evaluator, embed_groups, encoder_fn
 from st_lightning.evaluation.sharding import sharded_encoder
+from st_lightning.utils.fsdp import full_parameters
 
 log = logging.getLogger(__name__)
 
@@ -68,8 +69,9 @@ class EvaluatorCallback(L.Callback):
         encoder.eval()
         results: dict[str, float] = {}
         try:
-            # The trainer's precision (e.g. bf16 autocast) applies to evaluation too.
-            with trainer.precision_plugin.forward_context():
+            # The trainer's precision (e.g. bf16 autocast) applies to evaluation too; under FSDP
+            # every rank gathers the whole encoder first, then embeds its shard of the texts.
+            with full_parameters(trainer), trainer.precision_plugin.forward_context():
                 for evaluator in self.evaluators:
                     results.update(self.run_one(trainer, pl_module, encoder, evaluator, stage))
         finally:
