@@ -256,7 +256,10 @@ def evaluate(model_dir: str) -> dict[str, Any]:
     from st_lightning.evaluation.base import embed_groups, encoder_fn
 
     data = str(ROOT / "data")
-    ours = [suites.nli_triplets("test", data_dir=data), suites.stsb("test", data_dir=data)]
+    ours = [
+        suites.nli_triplets("test", name="nli_test", data_dir=data),
+        suites.stsb("test", name="sts_test", data_dir=data),
+    ]
     st_model = SentenceTransformer(model_dir, device="cpu")
     nli, sts = ours
     reference = [
@@ -321,7 +324,13 @@ def worker_main(args: argparse.Namespace) -> None:
     Path(args.result).write_text(json.dumps(result))
 
 
-def spawn(*argv: str) -> dict[str, Any]:
+def spawn(*argv: str, cache: Path | None = None) -> dict[str, Any]:
+    """Run one measurement in a fresh process; with `cache`, a result saved there is reused
+    (so an interrupted benchmark resumes with `--work-dir`)."""
+    if cache is not None and cache.exists():
+        result = json.loads(cache.read_text())
+        print("   (cached)", cache, flush=True)
+        return result
     with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as f:
         result_file = f.name
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
@@ -335,6 +344,9 @@ def spawn(*argv: str) -> dict[str, Any]:
         raise SystemExit(f"worker failed: {' '.join(argv)}")
     result = json.loads(Path(result_file).read_text())
     os.unlink(result_file)
+    if cache is not None:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        cache.write_text(json.dumps(result))
     print("  ", {k: round(v, 3) if isinstance(v, float) else v for k, v in result.items()})
     return result
 
@@ -357,10 +369,12 @@ def main() -> None:
     parser.add_argument(
         "--out", type=Path, default=ROOT / "benchmarks/results/vs_sentence_transformers"
     )
+    parser.add_argument(
+        "--work-dir", help="where runs write (reused results make an interrupted run resume)"
+    )
     # internal: one measurement in a fresh process
     parser.add_argument("--worker", choices=["ours", "reference", "evaluate", "peak"])
     parser.add_argument("--workload", choices=list(WORKLOADS))
-    parser.add_argument("--work-dir")
     parser.add_argument("--model-dir")
     parser.add_argument("--result")
     args = parser.parse_args()
@@ -369,8 +383,8 @@ def main() -> None:
 
     import torch
 
-    work = Path(tempfile.mkdtemp(prefix="st_bench_"))
-    peak = spawn("--worker", "peak", "--work-dir", str(work))
+    work = args.work_dir and Path(args.work_dir) or Path(tempfile.mkdtemp(prefix="st_bench_"))
+    peak = spawn("--worker", "peak", "--work-dir", str(work), cache=work / "peak.json")
     default_steps = {"mnrl_nli": 11, "cosent_stsb": 41}
     results: dict[str, Any] = {"peak_gflops": peak, "workloads": {}}
     for workload in args.workloads:
@@ -391,6 +405,7 @@ def main() -> None:
                         str(steps),
                         "--work-dir",
                         str(run_dir),
+                        cache=run_dir / "result.json",
                     )
                 )
         entry: dict[str, Any] = {"throughput_runs": runs, "steps_per_run": steps}
@@ -406,6 +421,7 @@ def main() -> None:
                     workload,
                     "--work-dir",
                     str(run_dir),
+                    cache=run_dir / "training.json",
                 )
                 scores = spawn(
                     "--worker",
@@ -414,6 +430,7 @@ def main() -> None:
                     trained["model_dir"],
                     "--work-dir",
                     str(run_dir),
+                    cache=run_dir / "evaluation.json",
                 )
                 quality[impl] = {"training": trained, "evaluation": scores}
             entry["quality"] = quality
