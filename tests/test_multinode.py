@@ -55,6 +55,21 @@ def losses_by_step(out: Path) -> dict[int, float]:
     return found
 
 
+def assert_same_weights(got: Path, expected: Path, rtol: float = 1e-4) -> None:
+    """Every weight within `rtol` (relative to its tensor's norm), except the attention key
+    biases: their gradient is zero in exact arithmetic (softmax ignores a shift shared by all
+    keys), so they move only by rounding noise, which Adam's normalisation scales up to the
+    learning rate; two exact runs with different batch layouts differ there and only there."""
+    a = load_file(str(got / "model.safetensors"))
+    b = load_file(str(expected / "model.safetensors"))
+    assert a.keys() == b.keys()
+    for key, value in b.items():
+        assert a[key].shape == value.shape, key
+        if key.endswith("attention.self.key.bias"):
+            continue
+        assert (a[key] - value).norm() <= rtol * value.norm() + 1e-7, key
+
+
 def final_metric(out: Path) -> float:
     rows = list(csv.DictReader(open(next(out.glob("eval/*.csv")))))
     return float(rows[-1]["spearman_cosine"])
@@ -124,9 +139,6 @@ def test_two_nodes_under_torchrun_equal_one_process(tmp_path):
     assert sorted(got) == sorted(expected) == list(range(5))
     for step, value in expected.items():
         assert got[step] == pytest.approx(value, rel=1e-4), step
-    a = load_file(str(node0 / "final" / "model.safetensors"))
-    b = load_file(str(single / "final" / "model.safetensors"))
-    for key, value in b.items():
-        assert (a[key] - value).norm() <= 1e-4 * value.norm() + 1e-7, key
+    assert_same_weights(node0 / "final", single / "final")
     assert final_metric(node0) == pytest.approx(final_metric(single), abs=1e-4)
     assert not (tmp_path / "node1" / "final").exists()  # only global rank 0 exports
