@@ -17,6 +17,8 @@ MiniLM, all-MiniLM-L6-v2, BGE, E5 and the like). Others use their own forward.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -99,7 +101,7 @@ class _Groups:
 
 
 def bert_token_embeddings(
-    model: nn.Module, features: dict[str, Tensor], attention_tokens: int = 512
+    model: Any, features: dict[str, Tensor], attention_tokens: int = 512
 ) -> Tensor:
     """Last hidden states [batch, length, hidden] of `model` (a supported BertModel)."""
     ids = features["input_ids"]
