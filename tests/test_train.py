@@ -293,7 +293,7 @@ def test_gradient_caching_mode_trains_like_the_plain_step(tmp_path):
         "+experiment=smoke",
         "evaluator=[]",
         "trainer.max_steps=3",
-        "+model.encoder.dropout=0.0",
+        "model.encoder.dropout=0.0",
     ]
     train(run_cfg(tmp_path / "plain", base))
     train(run_cfg(tmp_path / "cached", [*base, "model.mini_batch_size=3"]))
