@@ -17,11 +17,7 @@ from torch.optim.lr_scheduler import LambdaLR
 
 from st_lightning.data.collate import Batch
 from st_lightning.encoders import SentenceEncoder, unpadded
-from st_lightning.encoders.unpadded import (
-    ACCELERATOR_GROUP_TOKENS,
-    CPU_GROUP_TOKENS,
-    group_sizes,
-)
+from st_lightning.encoders.unpadded import group_sizes, resolve_budget
 from st_lightning.losses.base import EmbeddingLoss
 from st_lightning.losses.gradcache import cached_backward, total_loss
 
@@ -247,10 +243,7 @@ class EmbeddingModule(L.LightningModule):
 
     def group_budget(self, device: torch.device) -> int | None:
         """Token positions per forward pass of the length grouping; None when it is off."""
-        budget = self.length_group_tokens
-        if budget == "auto":
-            return CPU_GROUP_TOKENS if device.type == "cpu" else ACCELERATOR_GROUP_TOKENS
-        return budget
+        return resolve_budget(self.length_group_tokens, device)
 
     def _column_sets(self, columns: list[dict[str, Tensor]]) -> list[list[int]]:
         """Indices of the columns that may share forward passes (all of them, usually)."""
@@ -312,12 +305,13 @@ class EmbeddingModule(L.LightningModule):
     def finite(self, total: Tensor, batch: Batch, batch_idx: int) -> bool:
         """False (skip) or an error for a non-finite loss; under DDP every rank agrees, so a
         batch skipped on one rank is skipped on all of them (a lone skip would hang DDP)."""
-        bad = (~torch.isfinite(total)).reshape(1).float()
+        here = not bool(torch.isfinite(total))
+        bad = torch.tensor([float(here)], device=total.device)
         if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
             dist.all_reduce(bad, op=dist.ReduceOp.MAX)
         if not bool(bad):
             return True
-        where = "" if not bool(torch.isfinite(total)) else " on another rank"
+        where = "" if here else " on another rank"
         message = (
             f"Non-finite loss{where} ({total.item()} here) on dataset {batch.dataset!r}, batch "
             f"{batch_idx} (epoch {self.current_epoch}, step {self.global_step})."

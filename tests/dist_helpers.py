@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import csv
 import datetime
 import faulthandler
 import os
+import socket
 import sys
+from pathlib import Path
 
 import torch.distributed as dist
 
@@ -41,3 +44,32 @@ def leave_gloo() -> None:
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(0)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def run_env(repo: Path, **extra: str) -> dict[str, str]:
+    """The environment of a `python -m st_lightning.train` subprocess: repo-relative data paths,
+    gloo on loopback, one thread per process (several processes share 2 cores)."""
+    return {
+        **os.environ,
+        "ST_LIGHTNING_ROOT": str(repo),
+        "GLOO_SOCKET_IFNAME": "lo",
+        "PYTHONUNBUFFERED": "1",
+        **extra,
+    }
+
+
+def losses_by_step(out: Path) -> dict[int, float]:
+    """train/loss by step from every CSV log version of a run folder (resumed runs add one)."""
+    found: dict[int, float] = {}
+    for path in sorted(out.glob("csv/version_*/metrics.csv")):
+        with open(path) as f:
+            for row in csv.DictReader(f):
+                if row.get("train/loss"):
+                    found[int(row["step"])] = float(row["train/loss"])
+    return found

@@ -7,7 +7,6 @@ losses for every step.
 
 from __future__ import annotations
 
-import csv
 import os
 import random
 import signal
@@ -19,6 +18,7 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import REPO
+from dist_helpers import losses_by_step, run_env
 from safetensors.torch import load_file
 
 STEPS = 9  # 48 rows in batches of 8: the run crosses an epoch boundary
@@ -46,13 +46,14 @@ def command(out: Path, *extra: str) -> list[str]:
     ]
 
 
-def env() -> dict[str, str]:
-    return {**os.environ, "ST_LIGHTNING_ROOT": str(REPO), "PYTHONUNBUFFERED": "1"}
-
-
 def run(out: Path, *extra: str) -> subprocess.CompletedProcess:
     proc = subprocess.run(
-        command(out, *extra), cwd=REPO, env=env(), capture_output=True, text=True, timeout=300
+        command(out, *extra),
+        cwd=REPO,
+        env=run_env(REPO),
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return proc
@@ -63,7 +64,7 @@ def start_and_signal(out: Path, sig: int, at_step: int) -> tuple[int, str]:
     proc = subprocess.Popen(
         command(out),
         cwd=REPO,
-        env=env(),
+        env=run_env(REPO),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -81,17 +82,6 @@ def start_and_signal(out: Path, sig: int, at_step: int) -> tuple[int, str]:
     proc.send_signal(sig)
     output, _ = proc.communicate(timeout=300)
     return proc.returncode, output
-
-
-def losses_by_step(out: Path) -> dict[int, float]:
-    """train/loss by step from every CSV log version of a run folder."""
-    found: dict[int, float] = {}
-    for path in sorted(out.glob("csv/version_*/metrics.csv")):
-        with open(path) as f:
-            for row in csv.DictReader(f):
-                if row.get("train/loss"):
-                    found[int(row["step"])] = float(row["train/loss"])
-    return found
 
 
 def assert_same_weights(got: Path, expected: Path) -> None:

@@ -7,7 +7,6 @@ FullyShardedDataParallel itself needs a non-CPU device, so it is skipped elsewhe
 from __future__ import annotations
 
 import csv
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -15,7 +14,8 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import REPO
-from test_multinode import assert_same_weights, free_port
+from dist_helpers import free_port, run_env
+from test_multinode import assert_same_weights
 
 COMMON = [
     "+experiment=smoke",
@@ -30,12 +30,7 @@ COMMON = [
 
 
 def launch(out: Path, strategy: str) -> None:
-    env = {
-        **os.environ,
-        "ST_LIGHTNING_ROOT": str(REPO),
-        "GLOO_SOCKET_IFNAME": "lo",
-        "OMP_NUM_THREADS": "1",
-    }
+    env = run_env(REPO, OMP_NUM_THREADS="1")
     cmd = [
         sys.executable,
         "-m",

@@ -9,14 +9,13 @@ global batch (2 x the per-rank batch).
 from __future__ import annotations
 
 import csv
-import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 from conftest import REPO
+from dist_helpers import free_port, losses_by_step, run_env
 from safetensors.torch import load_file
 
 PER_RANK = 4
@@ -28,31 +27,6 @@ COMMON = [
     "trainer.max_epochs=-1",
     "export.best=false",
 ]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def env() -> dict[str, str]:
-    return {
-        **os.environ,
-        "ST_LIGHTNING_ROOT": str(REPO),
-        "GLOO_SOCKET_IFNAME": "lo",
-        "OMP_NUM_THREADS": "1",
-    }
-
-
-def losses_by_step(out: Path) -> dict[int, float]:
-    found = {}
-    for path in out.glob("csv/version_*/metrics.csv"):
-        with open(path) as f:
-            for row in csv.DictReader(f):
-                if row.get("train/loss"):
-                    found[int(row["step"])] = float(row["train/loss"])
-    return found
 
 
 def assert_same_weights(got: Path, expected: Path, rtol: float = 1e-4) -> None:
@@ -88,7 +62,7 @@ def test_two_nodes_under_torchrun_equal_one_process(tmp_path):
             f"hydra.run.dir={single}",
         ],
         cwd=REPO,
-        env=env(),
+        env=run_env(REPO, OMP_NUM_THREADS="1"),
         capture_output=True,
         text=True,
         timeout=300,
@@ -122,7 +96,7 @@ def test_two_nodes_under_torchrun_equal_one_process(tmp_path):
             subprocess.Popen(
                 cmd,
                 cwd=REPO,
-                env=env(),
+                env=run_env(REPO, OMP_NUM_THREADS="1"),
                 stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT,
                 text=True,

@@ -146,13 +146,9 @@ class SentenceEncoder(nn.Module):
     def token_embeddings(self, features: dict[str, Tensor]) -> Tensor:
         inputs = {k: v for k, v in features.items() if k != "prompt_length"}
         if self.unpadded and unpadded.supports(self.transformer):
-            budget = self.attention_tokens
-            if budget == "auto":
-                on_cpu = inputs["input_ids"].device.type == "cpu"
-                budget = unpadded.CPU_GROUP_TOKENS if on_cpu else unpadded.ACCELERATOR_GROUP_TOKENS
-            elif budget is None:
-                budget = inputs["input_ids"].numel()
-            return unpadded.bert_token_embeddings(self.transformer, inputs, int(budget))
+            ids = inputs["input_ids"]
+            budget = unpadded.resolve_budget(self.attention_tokens, ids.device) or ids.numel()
+            return unpadded.bert_token_embeddings(self.transformer, inputs, budget)
         return self.transformer(**inputs, return_dict=True)[0]
 
     def head(self, tokens: Tensor, features: dict[str, Tensor]) -> Tensor:

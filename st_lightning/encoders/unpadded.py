@@ -50,6 +50,13 @@ CPU_GROUP_TOKENS = 512
 ACCELERATOR_GROUP_TOKENS = 16384
 
 
+def resolve_budget(budget: int | str | None, device: torch.device) -> int | None:
+    """A token budget as configured ("auto", an int, or None for none) for tensors on `device`."""
+    if budget == "auto":
+        return CPU_GROUP_TOKENS if device.type == "cpu" else ACCELERATOR_GROUP_TOKENS
+    return None if budget is None else int(budget)
+
+
 def group_sizes(lengths: list[int], budget: int) -> list[int]:
     """Split rows sorted longest first into groups of at most `budget` padded token positions."""
     sizes, start = [], 0
