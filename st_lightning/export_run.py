@@ -11,6 +11,7 @@ import lightning as L
 from omegaconf import DictConfig, OmegaConf
 
 from st_lightning.card import DatasetInfo, model_card, token_stats
+from st_lightning.encoders import SentenceEncoder
 from st_lightning.evaluation.callback import EvaluatorCallback
 from st_lightning.export import encoder_state, read_checkpoint
 
@@ -47,7 +48,14 @@ def dataset_infos(data: Any, model: Any) -> list[DatasetInfo]:
     return infos
 
 
-def build_card(cfg: DictConfig, model: Any, data: Any, evals: EvaluatorCallback, name: str) -> str:
+def build_card(
+    cfg: DictConfig,
+    model: Any,
+    data: Any,
+    evals: EvaluatorCallback,
+    name: str,
+    encoder: SentenceEncoder | None = None,
+) -> str:
     encoder_cfg = cfg.model.encoder
     base = encoder_cfg.get("name_or_path")
     model_settings: dict[str, Any] = OmegaConf.to_container(cfg.model, resolve=True)  # type: ignore[assignment]
@@ -80,7 +88,7 @@ def build_card(cfg: DictConfig, model: Any, data: Any, evals: EvaluatorCallback,
         for e in evals.history
     ]
     return model_card(
-        model.encoder,
+        encoder if encoder is not None else model.encoder,
         model_name=name,
         base_model=base,
         datasets=infos,
@@ -103,13 +111,16 @@ def export_models(
     data: Any,
     evals: EvaluatorCallback,
     output_dir: Path,
+    encoder: SentenceEncoder | None = None,
 ) -> dict[str, Path]:
-    """Save `final/` (the weights at the end) and `best/` (the best monitored checkpoint)."""
+    """Save `final/` (the weights at the end) and `best/` (the best monitored checkpoint).
+    `encoder`: the trained encoder with whole weights, where `model.encoder` is sharded."""
     out: dict[str, Path] = {}
+    encoder = encoder if encoder is not None else model.encoder
     name = str(cfg.export.get("model_name") or "st_lightning-model")
-    card = build_card(cfg, model, data, evals, name)
+    card = build_card(cfg, model, data, evals, name, encoder)
     if cfg.export.get("final", True):
-        out["final"] = model.encoder.save_pretrained(output_dir / "final", model_card=card)
+        out["final"] = encoder.save_pretrained(output_dir / "final", model_card=card)
         log.info("Exported the final model to %s", out["final"])
     best = getattr(trainer.checkpoint_callback, "best_model_path", "")
     if (
@@ -118,9 +129,9 @@ def export_models(
         and getattr(trainer.checkpoint_callback, "monitor", None)
     ):
         checkpoint = read_checkpoint(best)
-        encoder = copy.deepcopy(model.encoder)
-        encoder.load_state_dict(encoder_state(checkpoint))
-        out["best"] = encoder.save_pretrained(output_dir / "best", model_card=card)
+        best_encoder = copy.deepcopy(encoder)
+        best_encoder.load_state_dict(encoder_state(checkpoint))
+        out["best"] = best_encoder.save_pretrained(output_dir / "best", model_card=card)
         log.info("Exported the best model (%s) to %s", best, out["best"])
     repo = cfg.export.get("push_to_hub")
     if repo and "final" in out:

@@ -20,6 +20,7 @@ from st_lightning.encoders import SentenceEncoder, unpadded
 from st_lightning.encoders.unpadded import group_sizes, resolve_budget
 from st_lightning.losses.base import EmbeddingLoss
 from st_lightning.losses.gradcache import cached_backward, total_loss
+from st_lightning.utils.fsdp import fully_sharded, shard_module
 
 NO_DECAY = ("bias", "LayerNorm.weight", "layer_norm.weight", "norm.weight")
 
@@ -173,6 +174,13 @@ class EmbeddingModule(L.LightningModule):
             if getattr(datamodule, "collator", None) is not None:
                 datamodule.collator.with_texts = True
 
+    def configure_model(self) -> None:
+        """Under `trainer=fsdp`, shard the encoder and the losses with weights over all ranks."""
+        if fully_sharded(self._trainer):
+            assert self.device_mesh is not None  # set by the strategy before this hook
+            mesh = self.device_mesh["data_parallel"]
+            shard_module(self.encoder, self.losses.values(), mesh)
+
     # ---- the step ----------------------------------------------------------------------------
     def embed(self, batch: Batch, loss: EmbeddingLoss) -> tuple[list[Tensor], dict[str, Any]]:
         extra: dict[str, Any] = {}
@@ -242,7 +250,13 @@ class EmbeddingModule(L.LightningModule):
         return real, computed
 
     def group_budget(self, device: torch.device) -> int | None:
-        """Token positions per forward pass of the length grouping; None when it is off."""
+        """Token positions per forward pass of the length grouping; None when it is off.
+
+        Off under FSDP: every forward pass gathers weights with a collective, so all ranks must
+        make the same number of them, and the number of length groups depends on the data.
+        (The unpadded forward groups attention inside one pass, so it is unaffected.)"""
+        if fully_sharded(self._trainer):
+            return None
         return resolve_budget(self.length_group_tokens, device)
 
     def _column_sets(self, columns: list[dict[str, Tensor]]) -> list[list[int]]:
@@ -371,6 +385,8 @@ class EmbeddingModule(L.LightningModule):
         return value
 
     def average_gradients(self) -> None:
+        if fully_sharded(self._trainer):
+            return  # FSDP reduce-scatters (averages) the gradients in every backward pass
         if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
             return
         world = dist.get_world_size()

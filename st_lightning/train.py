@@ -18,7 +18,7 @@ from st_lightning.evaluation.callback import EvaluatorCallback
 from st_lightning.export import read_checkpoint
 from st_lightning.export_run import export_models, summary_table
 from st_lightning.utils.checkpoint import AtomicCheckpointIO, CheckpointOnSigterm
-from st_lightning.utils.fsdp import full_parameters
+from st_lightning.utils.fsdp import check_strategy, whole_copy
 from st_lightning.utils.instantiate import instantiate_named
 from st_lightning.utils.precision import auto_precision
 
@@ -59,6 +59,7 @@ def check_config(cfg: DictConfig) -> None:
                 f"{key} must be {wanted}, got {value!r} ({type(value).__name__}); "
                 "fix the command-line override or the config file."
             )
+    check_strategy(OmegaConf.select(cfg, "trainer.strategy"))
     evaluators = [k for k, v in (cfg.get("evaluator") or {}).items() if v is not None]
     for key in _monitors(cfg):
         parts = str(key).split("/")
@@ -125,10 +126,11 @@ def train(cfg: DictConfig) -> dict[str, float]:
         # CheckpointOnSigterm has saved the run; exit as a process ended by SIGTERM does.
         raise SystemExit(128 + signal.SIGTERM) from None
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
-    with full_parameters(trainer, rank0_only=True):  # FSDP: rank 0 holds the whole encoder
-        if trainer.is_global_zero:
-            export_models(cfg, trainer, model, data, eval_callback, output_dir)
-            print(summary_table(eval_callback))
+    # Under FSDP every rank takes part in gathering the weights; rank 0 writes the folders.
+    whole = whole_copy(trainer, model.encoder, lambda: instantiate(cfg.model.encoder))
+    if trainer.is_global_zero:
+        export_models(cfg, trainer, model, data, eval_callback, output_dir, whole)
+        print(summary_table(eval_callback))
     return metrics
 
 

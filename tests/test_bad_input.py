@@ -63,6 +63,23 @@ def test_resuming_from_a_damaged_checkpoint_fails_before_loading(tmp_path, monke
     assert broken.read_bytes() == b"\x80\x02 half a checkpoint"  # left as it was
 
 
+def test_fsdp1_strategy_string_points_to_the_fsdp_trainer_group():
+    cfg = compose_cfg(["+experiment=smoke", "trainer.strategy=fsdp"])
+    with pytest.raises(ValueError, match="trainer=fsdp"):
+        check_config(cfg)
+    check_config(compose_cfg(["+experiment=smoke", "trainer=fsdp"]))  # the supported way
+
+
+def test_fully_sharded_strategy_refuses_settings_it_fixes():
+    from st_lightning.utils.fsdp import FullyShardedStrategy
+
+    overrides = ["+experiment=smoke", "trainer=fsdp", "+trainer.strategy.tensor_parallel_size=2"]
+    with pytest.raises(ValueError, match="remove trainer.strategy.tensor_parallel_size"):
+        check_config(compose_cfg(overrides))  # before anything loads
+    with pytest.raises(ValueError, match="sets save_distributed_checkpoint itself"):
+        FullyShardedStrategy(save_distributed_checkpoint=True)
+
+
 def test_valid_numbers_pass_the_check():
     check_config(compose_cfg(["+experiment=smoke", "model.lr=3", "model.mini_batch_size=8"]))
 

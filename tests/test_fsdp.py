@@ -1,36 +1,45 @@
-"""FSDP trains, evaluates and exports what DDP does (two GPUs under torchrun).
+"""FSDP (`trainer=fsdp`) trains, evaluates and exports what DDP does.
 
-Needs two CUDA devices: Lightning's FSDPStrategy refuses CPU accelerators, and torch's
-FullyShardedDataParallel itself needs a non-CPU device, so it is skipped elsewhere.
+Two CPU processes under torchrun (gloo): FSDP2 through Lightning's ModelParallelStrategy shards
+the encoder over both ranks; the same run under DDP is the reference for the loss curve, the
+evaluator's metrics (computed on whole weights gathered from the shards) and the exported model
+(whole tensors assembled from the shards). The same code runs on GPUs with NCCL.
 """
 
 from __future__ import annotations
 
+import copy
 import csv
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
 import torch
+import torch.multiprocessing as mp
 from conftest import REPO
-from dist_helpers import free_port, run_env
+from dist_helpers import free_port, init_gloo, leave_gloo, losses_by_step, run_env
 from test_multinode import assert_same_weights
+from torch.distributed.device_mesh import init_device_mesh
+from torch.distributed.tensor import DTensor
+
+from st_lightning.encoders import tiny_encoder
+from st_lightning.utils.fsdp import gathered, shard_module
 
 COMMON = [
     "+experiment=smoke",
     "loss@losses.nli=mnrl_gathered",
     "model.encoder.dropout=0.0",
-    "trainer.max_steps=4",
-    "trainer.accelerator=gpu",
+    "trainer.max_epochs=-1",
+    "trainer.accelerator=cpu",
     "trainer.devices=2",
     "trainer.precision=32-true",
     "export.best=false",
 ]
 
 
-def launch(out: Path, strategy: str) -> None:
-    env = run_env(REPO, OMP_NUM_THREADS="1")
+def launch(out: Path, *overrides: str, steps: int = 5) -> None:
     cmd = [
         sys.executable,
         "-m",
@@ -40,25 +49,109 @@ def launch(out: Path, strategy: str) -> None:
         "-m",
         "st_lightning.train",
         *COMMON,
-        f"trainer.strategy={strategy}",
+        f"trainer.max_steps={steps}",
+        *overrides,
         f"hydra.run.dir={out}",
     ]
+    env = run_env(REPO, OMP_NUM_THREADS="1")
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=400)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-4000:]
 
 
-def last_eval(out: Path) -> dict[str, str]:
-    return list(csv.DictReader(open(out / "eval" / "sts_tiny.csv")))[-1]
+def eval_rows(out: Path) -> list[dict[str, str]]:
+    return list(csv.DictReader(open(out / "eval" / "sts_tiny.csv")))
 
 
-@pytest.mark.gpu
-@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two CUDA devices")
-def test_fsdp_trains_evaluates_and_exports_what_ddp_does(tmp_path):
-    launch(tmp_path / "fsdp", "fsdp")
-    launch(tmp_path / "ddp", "ddp")
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        [],  # the unpadded forward: each layer's packed step gathers that layer's shards
+        ["model.unpadded=false"],  # the backbone's own padded forward
+        ["model.mini_batch_size=2"],  # gradient caching (manual optimization)
+    ],
+    ids=["unpadded", "padded", "gradcache"],
+)
+def test_fsdp_trains_evaluates_and_exports_what_ddp_does(tmp_path, overrides):
+    launch(tmp_path / "fsdp", "trainer=fsdp", *overrides)
+    launch(tmp_path / "ddp", "trainer.strategy=ddp", *overrides)
+    log = (tmp_path / "fsdp" / "train.log").read_text()
+    assert "FSDP: sharded" in log
+    fsdp, ddp = losses_by_step(tmp_path / "fsdp"), losses_by_step(tmp_path / "ddp")
+    assert len(fsdp) == len(ddp) == 5
+    assert list(fsdp.values()) == pytest.approx(list(ddp.values()), rel=1e-4)
     # Whole tensors (not shards), equal to DDP's.
     assert_same_weights(tmp_path / "fsdp" / "final", tmp_path / "ddp" / "final")
-    # The evaluator ran under FSDP (whole parameters gathered) with DDP's metrics.
-    a, b = last_eval(tmp_path / "fsdp"), last_eval(tmp_path / "ddp")
-    assert a["stage"] == b["stage"] == "after"
-    assert float(a["spearman_cosine"]) == pytest.approx(float(b["spearman_cosine"]), abs=1e-4)
+    # The evaluator ran under FSDP (before and after training) with DDP's metrics.
+    a, b = eval_rows(tmp_path / "fsdp"), eval_rows(tmp_path / "ddp")
+    assert [r["stage"] for r in a] == [r["stage"] for r in b] == ["before", "after"]
+    for x, y in zip(a, b, strict=True):
+        assert float(x["spearman_cosine"]) == pytest.approx(float(y["spearman_cosine"]), abs=1e-4)
+
+
+TEXTS = [f"sentence {i} about a topic" + " with more words" * (i % 4) for i in range(7)]
+
+
+def shard_worker(rank: int, world: int, init_file: str, unpadded: bool) -> None:
+    init_gloo(rank, world, init_file)
+    reference = tiny_encoder(dropout=0.0, seed=1, dense_dim=8)
+    reference.unpadded = unpadded
+    encoder = copy.deepcopy(reference)
+    shard_module(encoder, [], init_device_mesh("cpu", (world,)))
+    assert all(isinstance(p, DTensor) for p in encoder.parameters())
+
+    # Gathered: ranks run different numbers of forward passes (7 and 2), no collectives.
+    texts = TEXTS if rank == 0 else TEXTS[:2]
+    with gathered(encoder):
+        got = encoder.encode(texts, batch_size=1, convert_to="tensor")
+    torch.testing.assert_close(got, reference.encode(texts, batch_size=1, convert_to="tensor"))
+    assert all(isinstance(p, DTensor) for p in encoder.parameters())  # sharded again
+
+    # Training step on the shards (every layer's weights gathered in its own forward): the
+    # same batch on both ranks, so the averaged gradient is the single-process gradient.
+    features = encoder.tokenize(TEXTS)
+    encoder(features).square().sum().backward()
+    reference(features).square().sum().backward()
+    grads = dict(reference.named_parameters())
+    for name, p in encoder.named_parameters():
+        expected = grads[name].grad
+        full = p.grad.full_tensor()
+        assert (full - expected).norm() <= 1e-5 * expected.norm() + 1e-7, name
+    leave_gloo()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("unpadded", [True, False], ids=["unpadded", "padded"])
+def test_sharded_encoder_gathers_for_evaluation_and_trains_like_one_process(unpadded):
+    init_file = tempfile.mktemp(prefix="st_lightning_fsdp_")
+    mp.spawn(shard_worker, args=(2, init_file, unpadded), nprocs=2, join=True)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("strategy", ["trainer=fsdp", "trainer.strategy=ddp"], ids=["fsdp", "ddp"])
+def test_two_process_checkpoint_resumes_exactly(tmp_path, strategy):
+    """A checkpoint of a 2-process run (under FSDP: weights and sharded optimizer state
+    assembled on rank 0 into one file) resumes to the same losses and weights as the run never
+    stopped, across an epoch boundary (epochs of 2, 3 and 2 global batches here: no-duplicate
+    batching makes the count vary, and every epoch's batches are all served)."""
+    every_step = [
+        strategy,
+        "evaluator=[]",
+        "callbacks.model_checkpoint.every_n_train_steps=1",
+        "callbacks.model_checkpoint.filename='{step}'",
+        "callbacks.model_checkpoint.save_top_k=-1",
+    ]
+    launch(tmp_path / "full", *every_step, steps=7)
+    checkpoint = tmp_path / "full" / "checkpoints" / "step=3.ckpt"
+    assert checkpoint.is_file()
+    launch(tmp_path / "resumed", *every_step, f"ckpt_path='{checkpoint}'", steps=7)
+    full, resumed = losses_by_step(tmp_path / "full"), losses_by_step(tmp_path / "resumed")
+    assert sorted(full) == list(range(7)) and sorted(resumed) == [3, 4, 5, 6]
+    assert [resumed[s] for s in resumed] == pytest.approx([full[s] for s in resumed], rel=1e-5)
+    assert epochs_by_step(tmp_path / "full") == [0, 0, 1, 1, 1, 2, 2]
+    assert_same_weights(tmp_path / "resumed" / "final", tmp_path / "full" / "final", rtol=1e-5)
+
+
+def epochs_by_step(out: Path) -> list[int]:
+    rows = csv.DictReader(open(out / "csv" / "version_0" / "metrics.csv"))
+    return [int(r["epoch"]) for r in rows if r.get("train/loss")]

@@ -213,8 +213,15 @@ class EmbeddingDataModule(L.LightningDataModule):
 
     # ---- loaders and state -------------------------------------------------------------------
     def train_dataloader(self) -> DataLoader:
+        """Built again every epoch (the trainer configs set reload_dataloaders_every_n_epochs=1):
+        an epoch's batch count can change from epoch to epoch (no-duplicate batching, dropped
+        incomplete global batches), and Lightning takes the epoch's length from `len()` of
+        this loader, so it is computed for the epoch about to run."""
         self.setup()
         assert self.sampler is not None
+        trainer = getattr(self, "trainer", None)
+        if trainer is not None:
+            self.sampler.set_epoch(trainer.current_epoch)
         return DataLoader(
             self.collator,  # type: ignore[arg-type]
             sampler=self.sampler,  # type: ignore[arg-type]

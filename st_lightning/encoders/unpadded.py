@@ -107,6 +107,27 @@ class _Groups:
         return torch.cat(outputs)[self.unsort]
 
 
+PACKED_FORWARD = "packed_forward"
+
+
+def packed_layer(layer: Any, x: Tensor, groups: _Groups) -> Tensor:
+    """One BertLayer on packed tokens [tokens, hidden]: what the layer's own forward computes
+    for the real positions of the padded batch."""
+    attention = layer.attention.self
+    context = groups.attention(
+        attention.query(x),
+        attention.key(x),
+        attention.value(x),
+        attention.num_attention_heads,
+        attention.dropout.p if attention.training else 0.0,
+        attention.scaling,
+    )
+    out = layer.attention.output
+    x = out.LayerNorm(out.dropout(out.dense(context)) + x)
+    ffn = layer.output
+    return ffn.LayerNorm(ffn.dropout(ffn.dense(layer.intermediate(x))) + x)
+
+
 def bert_token_embeddings(
     model: Any, features: dict[str, Tensor], attention_tokens: int = 512
 ) -> Tensor:
@@ -127,18 +148,9 @@ def bert_token_embeddings(
     x = emb.dropout(emb.LayerNorm(x))
     groups = _Groups(mask, attention_tokens)
     for layer in model.encoder.layer:
-        attention = layer.attention.self
-        context = groups.attention(
-            attention.query(x),
-            attention.key(x),
-            attention.value(x),
-            attention.num_attention_heads,
-            attention.dropout.p if attention.training else 0.0,
-            attention.scaling,
-        )
-        out = layer.attention.output
-        x = out.LayerNorm(out.dropout(out.dense(context)) + x)
-        ffn = layer.output
-        x = ffn.LayerNorm(ffn.dropout(ffn.dense(layer.intermediate(x))) + x)
+        # A layer sharded by FSDP carries `packed_forward` (registered as one of its forward
+        # methods, so its parameters are gathered around the call); others run it directly.
+        step = getattr(layer, PACKED_FORWARD, None)
+        x = step(x, groups) if step is not None else packed_layer(layer, x, groups)
     hidden = x.new_zeros(batch * length, x.shape[-1]).index_copy(0, real, x)
     return hidden.view(batch, length, -1)

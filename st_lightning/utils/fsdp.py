@@ -1,28 +1,173 @@
-"""Whole parameters where FSDP shards them: for evaluation and export outside the training step."""
+"""Fully sharded data parallel training (FSDP2) on Lightning's ModelParallelStrategy.
+
+`trainer=fsdp` selects `FullyShardedStrategy`: Lightning's own ModelParallelStrategy with every
+process in the one data-parallel dimension (no tensor parallelism), so parameters, gradients and
+optimizer states are sharded over all ranks. `EmbeddingModule.configure_model` applies the
+sharding with `shard_module` (torch's `fully_shard`, one unit per transformer layer plus one for
+the rest of the encoder and one per loss that has weights). It runs on GPUs (NCCL) and on CPUs
+(gloo), which is how the tests exercise it.
+
+Evaluators and the export read the encoder outside the training step, where each rank holds only
+its shards: `full_parameters` gathers the whole parameters on every rank for that time.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import logging
+import types
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
+from typing import Any, TypeVar
 
 import lightning as L
+from lightning.pytorch.strategies import FSDPStrategy, ModelParallelStrategy
+from torch import nn
+
+from st_lightning.encoders import unpadded
+
+log = logging.getLogger(__name__)
+M = TypeVar("M", bound=nn.Module)
+
+
+class FullyShardedStrategy(ModelParallelStrategy):
+    """ModelParallelStrategy with one data-parallel dimension spanning every process of every
+    node: plain FSDP2. Checkpoints are whole (assembled on rank 0, one file), so they are
+    written atomically, checked before resuming and exported like any other run's."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        _refuse_fixed(kwargs)
+        super().__init__(save_distributed_checkpoint=False, **kwargs)
+
+    def setup_environment(self) -> None:
+        # The sizes are known only once the trainer has set devices and nodes.
+        self._data_parallel_size = self.num_nodes * self.num_processes
+        self._tensor_parallel_size = 1
+        super().setup_environment()
+
+
+FIXED = ("data_parallel_size", "tensor_parallel_size", "save_distributed_checkpoint")
+
+
+def _refuse_fixed(settings: Any) -> None:
+    for key in FIXED:
+        if key in settings:
+            raise ValueError(
+                f"FullyShardedStrategy sets {key} itself (all processes shard one model, "
+                f"whole-file checkpoints); remove trainer.strategy.{key}."
+            )
+
+
+def fully_sharded(trainer: L.Trainer | None) -> bool:
+    return trainer is not None and isinstance(trainer.strategy, ModelParallelStrategy)
+
+
+def check_strategy(strategy: Any) -> None:
+    """Refuse FSDP1 (Lightning's `strategy=fsdp`) early: the encoder's evaluation, export and
+    packed forward are built on FSDP2. Also settings FullyShardedStrategy fixes itself."""
+    if isinstance(strategy, Mapping) and str(strategy.get("_target_", "")).endswith(
+        "FullyShardedStrategy"
+    ):
+        _refuse_fixed(strategy)
+    if strategy == "fsdp" or isinstance(strategy, FSDPStrategy):
+        raise ValueError(
+            "trainer.strategy=fsdp selects Lightning's FSDP1 strategy, which st_lightning does not "
+            "use; choose the trainer=fsdp config group instead (FSDP2 through Lightning's "
+            "ModelParallelStrategy), e.g. `trainer=fsdp trainer.devices=8`."
+        )
+
+
+def transformer_layers(backbone: nn.Module) -> list[nn.Module]:
+    """The repeated blocks of a Hugging Face backbone: the longest ModuleList whose length is
+    the config's number of layers (BERT's `encoder.layer`, DistilBERT's `transformer.layer`,
+    ModernBERT's `layers`, ...)."""
+    count = getattr(getattr(backbone, "config", None), "num_hidden_layers", None)
+    lists = [list(m) for m in backbone.modules() if isinstance(m, nn.ModuleList) and len(m) > 0]
+    if count is not None:
+        lists = [m for m in lists if len(m) == count]
+    return max(lists, key=len) if lists else []
+
+
+def shard_module(encoder: nn.Module, losses: Iterable[nn.Module], mesh: Any) -> None:
+    """Shard `encoder` (each transformer layer its own unit, then the rest) and each loss with
+    trainable weights over `mesh`. Idempotent. Ranks must then run the same forward calls, so
+    the caller keeps the number of encoder calls per step independent of the data."""
+    from torch.distributed.fsdp import FSDPModule, fully_shard, register_fsdp_forward_method
+
+    if isinstance(encoder, FSDPModule):
+        return
+    backbone = getattr(encoder, "transformer", encoder)
+    layers = transformer_layers(backbone)
+    for layer in layers:
+        fully_shard(layer, mesh=mesh)
+        if unpadded.supports(backbone):
+            # The unpadded forward calls the layer's parts, not its forward: register the
+            # packed step as a forward method so FSDP gathers the layer's weights around it.
+            setattr(layer, unpadded.PACKED_FORWARD, types.MethodType(unpadded.packed_layer, layer))
+            register_fsdp_forward_method(layer, unpadded.PACKED_FORWARD)
+    fully_shard(encoder, mesh=mesh)
+    register_fsdp_forward_method(encoder, "forward_layers")
+    units = len(layers) + 1
+    seen: set[int] = set()
+    for loss in losses:
+        if id(loss) in seen or isinstance(loss, FSDPModule):
+            continue
+        seen.add(id(loss))
+        if any(p.requires_grad for p in loss.parameters()):
+            fully_shard(loss, mesh=mesh)
+            units += 1
+    log.info("FSDP: sharded the model in %d units over %d ranks", units, mesh.size())
 
 
 @contextmanager
-def full_parameters(trainer: L.Trainer, rank0_only: bool = False) -> Iterator[None]:
-    """Inside, every parameter of the model is whole on this rank (on rank 0 only, with
-    `rank0_only`). FSDP keeps parameters sharded outside its own forward, so an evaluator or an
-    export that reads the encoder directly must run here; every rank must enter, since
-    gathering the shards is a collective. Under other strategies nothing happens."""
-    from lightning.pytorch.strategies import FSDPStrategy
-
-    strategy = trainer.strategy
-    if not isinstance(strategy, FSDPStrategy) or strategy.model is None:
+def full_parameters(trainer: L.Trainer) -> Iterator[None]:
+    """`gathered` on the trainer's model under FSDP; nothing under other strategies."""
+    if not fully_sharded(trainer) or trainer.lightning_module is None:
         yield
         return
-    from torch.distributed.fsdp import FullyShardedDataParallel
-
-    with FullyShardedDataParallel.summon_full_params(
-        strategy.model, writeback=False, rank0_only=rank0_only
-    ):
+    with gathered(trainer.lightning_module):
         yield
+
+
+@contextmanager
+def gathered(model: nn.Module) -> Iterator[None]:
+    """Inside, every parameter that FSDP shards in `model` is whole on every rank and forward
+    passes run without collectives, so ranks may run different numbers of them (sharded
+    evaluation: no all-gather per batch) or only rank 0 may run. Every rank must enter: the
+    gathering is a collective."""
+    from torch.distributed.fsdp import FSDPModule
+
+    modules = [m for m in model.modules() if isinstance(m, FSDPModule)]
+    roots = _roots(modules)
+    for module in modules:
+        module.unshard()
+        module.set_reshard_after_forward(False, recurse=False)
+    try:
+        yield
+    finally:
+        for module in modules:
+            module.reshard()
+            # fully_shard's default: outermost units keep their weights between forward and
+            # backward, inner units free them after forward.
+            module.set_reshard_after_forward(id(module) not in roots, recurse=False)
+
+
+def whole_copy(trainer: L.Trainer, module: M, build: Callable[[], M]) -> M | None:
+    """`module` with whole weights for saving: under FSDP a new module from `build()` holding the
+    gathered weights on rank 0 (None on the other ranks; every rank must call, the gathering is
+    a collective), otherwise `module` itself."""
+    if not fully_sharded(trainer):
+        return module
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+    options = StateDictOptions(full_state_dict=True, cpu_offload=True)
+    state = get_model_state_dict(module, options=options)  # whole on rank 0, empty elsewhere
+    if not trainer.is_global_zero:
+        return None
+    copy = build()
+    copy.load_state_dict(state, strict=True)
+    return copy
+
+
+def _roots(modules: list[Any]) -> set[int]:
+    inner = {id(sub) for m in modules for sub in m.modules() if sub is not m}
+    return {id(m) for m in modules if id(m) not in inner}
