@@ -37,7 +37,17 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument("--rows", type=int, default=2048)
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/soak")
+    parser.add_argument(
+        "--python-heap",
+        action="store_true",
+        help="also trace Python allocations (tracemalloc; slower) and print what grew most",
+    )
     args = parser.parse_args()
+    if args.python_heap:
+        import tracemalloc
+
+        tracemalloc.start(8)
+    snapshots: list = []
 
     import lightning as L
     import torch
@@ -54,14 +64,17 @@ def main() -> None:
             self.start = time.perf_counter()
 
         def on_train_epoch_end(self, trainer, pl_module):
-            epochs.append(
-                {
-                    "epoch": trainer.current_epoch,
-                    "seconds": time.perf_counter() - self.start,
-                    "rss_mb": rss_mb(),
-                    "steps": trainer.global_step,
-                }
-            )
+            row = {
+                "epoch": trainer.current_epoch,
+                "seconds": time.perf_counter() - self.start,
+                "rss_mb": rss_mb(),
+                "steps": trainer.global_step,
+            }
+            if args.python_heap:
+                row["python_heap_mb"] = tracemalloc.get_traced_memory()[0] / 2**20
+                if trainer.current_epoch in (1, args.epochs - 1):
+                    snapshots.append(tracemalloc.take_snapshot())
+            epochs.append(row)
             print(epochs[-1], flush=True)
 
     globals()["Recorder"] = Recorder
@@ -89,6 +102,12 @@ def main() -> None:
     start = time.perf_counter()
     train(cfg)
     total = time.perf_counter() - start
+    if len(snapshots) == 2:
+        print("Python allocations that grew most from epoch 1 to the last:")
+        for stat in snapshots[1].compare_to(snapshots[0], "traceback")[:8]:
+            print(f"{stat.size_diff / 1024:+.0f} KiB in {stat.count_diff:+d} blocks")
+            for line in stat.traceback.format()[-6:]:
+                print("   ", line)
 
     first, second, last = epochs[0], epochs[1], epochs[-1]
     tail = epochs[len(epochs) // 2 :]
