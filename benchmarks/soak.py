@@ -9,11 +9,20 @@ part of the pipeline runs once per epoch, while the model's compute stays small 
 the pipeline's own costs would show. Per epoch it records the process's resident memory (RSS)
 and the epoch's wall time; the table compares the first epoch, the second and the last.
 Writes benchmarks/results/soak.{json,md}.
+
+Training caps oneDNN's kernel cache (`st_lightning.utils.memory`); to see the run without the cap:
+
+    ONEDNN_PRIMITIVE_CACHE_CAPACITY=1024 python benchmarks/soak.py --epochs 60 \
+        --out benchmarks/results/soak_kernel_cache_1024
+
+`--python-heap` traces Python allocations (is anything kept per step?) and `--trim` returns
+freed heap to the system before each reading (retained free memory vs live memory).
 """
 
 from __future__ import annotations
 
 import argparse
+import ctypes
 import json
 import os
 import platform
@@ -38,15 +47,18 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=2048)
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/soak")
     parser.add_argument(
+        "--trim",
+        action="store_true",
+        help="return freed heap memory to the system (glibc malloc_trim) before each RSS reading",
+    )
+    parser.add_argument(
         "--python-heap",
         action="store_true",
         help="also trace Python allocations (tracemalloc; slower) and print what grew most",
     )
     args = parser.parse_args()
-    if args.python_heap:
-        import tracemalloc
+    import tracemalloc
 
-        tracemalloc.start(8)
     snapshots: list = []
 
     import lightning as L
@@ -61,9 +73,13 @@ def main() -> None:
 
     class Recorder(L.Callback):
         def on_train_epoch_start(self, trainer, pl_module):
+            if args.python_heap and not tracemalloc.is_tracing():
+                tracemalloc.start(8)  # from the first step on: data preparation is not traced
             self.start = time.perf_counter()
 
         def on_train_epoch_end(self, trainer, pl_module):
+            if args.trim:
+                ctypes.CDLL("libc.so.6").malloc_trim(0)
             row = {
                 "epoch": trainer.current_epoch,
                 "seconds": time.perf_counter() - self.start,
@@ -123,7 +139,8 @@ def main() -> None:
         "",
         f"Machine: {machine}. Command: `python benchmarks/soak.py --epochs {args.epochs} "
         f"--rows {args.rows}` (tiny BERT, MNRL, batch 32, STS-B dev evaluation and a checkpoint "
-        f"every epoch; {last['steps']} steps in {total:.0f} s).",
+        f"every epoch; {last['steps']} steps in {total:.0f} s). oneDNN kernel cache: "
+        f"{os.environ.get('ONEDNN_PRIMITIVE_CACHE_CAPACITY', '1024 (default)')} entries.",
         "",
         "| epoch | seconds | RSS (MB) |",
         "| --- | --- | --- |",
@@ -145,6 +162,7 @@ def main() -> None:
         "rss_growth_second_half_mb": late_growth,
         "slowdown": slowdown,
         "total_seconds": total,
+        "onednn_cache": os.environ.get("ONEDNN_PRIMITIVE_CACHE_CAPACITY"),
     }
     args.out.with_suffix(".json").write_text(
         json.dumps({"machine": machine, "summary": summary, "epochs": epochs}, indent=2) + "\n"

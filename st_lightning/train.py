@@ -20,6 +20,7 @@ from st_lightning.export_run import export_models, summary_table
 from st_lightning.utils.checkpoint import AtomicCheckpointIO, CheckpointOnSigterm
 from st_lightning.utils.fsdp import check_strategy, whole_copy
 from st_lightning.utils.instantiate import instantiate_named
+from st_lightning.utils.memory import bound_kernel_cache
 from st_lightning.utils.precision import auto_precision
 
 log = logging.getLogger(__name__)
@@ -74,6 +75,7 @@ def check_config(cfg: DictConfig) -> None:
 
 def train(cfg: DictConfig) -> dict[str, float]:
     """Seed, build everything from `cfg`, fit, export; returns the final logged metrics."""
+    bound_kernel_cache()
     check_config(cfg)
     if cfg.get("ckpt_path"):
         read_checkpoint(cfg.ckpt_path)  # a missing or damaged file fails here, before loading

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 
 import pytest
 import torch
@@ -315,3 +316,15 @@ def final_weights_of_untrained():
         for k, v in encoder.state_dict().items()
         if k.startswith("transformer.")
     }
+
+
+def test_kernel_cache_is_bounded_unless_the_environment_sets_it(tmp_path, monkeypatch):
+    """The soak benchmark's flat memory depends on this cap (benchmarks/results/soak.md)."""
+    from st_lightning.utils.memory import ONEDNN_CACHE, ONEDNN_CACHE_CAPACITY
+
+    monkeypatch.delenv(ONEDNN_CACHE, raising=False)
+    train(run_cfg(tmp_path / "a", ["+experiment=smoke", "trainer.max_steps=1", "evaluator=[]"]))
+    assert os.environ[ONEDNN_CACHE] == str(ONEDNN_CACHE_CAPACITY)
+    monkeypatch.setenv(ONEDNN_CACHE, "8")
+    train(run_cfg(tmp_path / "b", ["+experiment=smoke", "trainer.max_steps=1", "evaluator=[]"]))
+    assert os.environ[ONEDNN_CACHE] == "8"
