@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import signal
+import warnings
 from pathlib import Path
 
 import hydra
@@ -76,6 +77,11 @@ def check_config(cfg: DictConfig) -> None:
 def train(cfg: DictConfig) -> dict[str, float]:
     """Seed, build everything from `cfg`, fit, export; returns the final logged metrics."""
     bound_kernel_cache()
+    # Lightning cannot see that the data module restores the sampler's epoch and position
+    # itself (resuming mid-epoch is exact, tests/test_faults.py), and would warn otherwise.
+    warnings.filterwarnings(
+        "ignore", message="You're resuming from a checkpoint that ended before the epoch ended"
+    )
     check_config(cfg)
     if cfg.get("ckpt_path"):
         read_checkpoint(cfg.ckpt_path)  # a missing or damaged file fails here, before loading
