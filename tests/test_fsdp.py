@@ -27,9 +27,9 @@ from torch.distributed.tensor import DTensor
 from st_lightning.encoders import tiny_encoder
 from st_lightning.utils.fsdp import gathered, shard_module
 
+GATHERED = "loss@losses.nli=mnrl_gathered"
 COMMON = [
     "+experiment=smoke",
-    "loss@losses.nli=mnrl_gathered",
     "model.encoder.dropout=0.0",
     "trainer.max_epochs=-1",
     "trainer.accelerator=cpu",
@@ -66,17 +66,26 @@ def eval_rows(out: Path) -> list[dict[str, str]]:
 @pytest.mark.parametrize(
     "overrides",
     [
-        [],  # the unpadded forward: each layer's packed step gathers that layer's shards
-        ["model.unpadded=false"],  # the backbone's own padded forward
-        ["model.mini_batch_size=2"],  # gradient caching (manual optimization)
+        [GATHERED],  # the unpadded forward: each layer's packed step gathers its shards
+        [GATHERED, "model.unpadded=false"],  # the backbone's own padded forward
+        [GATHERED, "model.mini_batch_size=2"],  # gradient caching (manual optimization)
+        [  # a loss with weights of its own (sharded too), trained at 10x the learning rate
+            "loss@losses.nli=softmax",
+            "losses.nli.embedding_dimension=32",
+            "data=nli_pair_class",
+            "data.datasets.nli.split='train[:256]'",
+            "+model.lr_multipliers.losses=10.0",
+        ],
     ],
-    ids=["unpadded", "padded", "gradcache"],
+    ids=["unpadded", "padded", "gradcache", "softmax_loss"],
 )
 def test_fsdp_trains_evaluates_and_exports_what_ddp_does(tmp_path, overrides):
     launch(tmp_path / "fsdp", "trainer=fsdp", *overrides)
     launch(tmp_path / "ddp", "trainer.strategy=ddp", *overrides)
+    # Two transformer layers, the rest of the encoder, and the classifier of SoftmaxLoss.
+    units = 4 if "loss@losses.nli=softmax" in overrides else 3
     log = (tmp_path / "fsdp" / "train.log").read_text()
-    assert "FSDP: sharded" in log
+    assert f"FSDP: sharded the model in {units} units over 2 ranks" in log
     fsdp, ddp = losses_by_step(tmp_path / "fsdp"), losses_by_step(tmp_path / "ddp")
     assert len(fsdp) == len(ddp) == 5
     assert list(fsdp.values()) == pytest.approx(list(ddp.values()), rel=1e-4)
@@ -99,6 +108,10 @@ def shard_worker(rank: int, world: int, init_file: str, unpadded: bool) -> None:
     encoder = copy.deepcopy(reference)
     shard_module(encoder, [], init_device_mesh("cpu", (world,)))
     assert all(isinstance(p, DTensor) for p in encoder.parameters())
+    # Each rank stores about 1/world of the weights (rows of each tensor, the last shard short).
+    local = sum(p.to_local().numel() for p in encoder.parameters())
+    total = sum(p.numel() for p in reference.parameters())
+    assert abs(local - total / world) < 0.01 * total
 
     # Gathered: ranks run different numbers of forward passes (7 and 2), no collectives.
     texts = TEXTS if rank == 0 else TEXTS[:2]
@@ -141,10 +154,10 @@ def test_two_process_checkpoint_resumes_exactly(tmp_path, strategy):
         "callbacks.model_checkpoint.filename='{step}'",
         "callbacks.model_checkpoint.save_top_k=-1",
     ]
-    launch(tmp_path / "full", *every_step, steps=7)
+    launch(tmp_path / "full", GATHERED, *every_step, steps=7)
     checkpoint = tmp_path / "full" / "checkpoints" / "step=3.ckpt"
     assert checkpoint.is_file()
-    launch(tmp_path / "resumed", *every_step, f"ckpt_path='{checkpoint}'", steps=7)
+    launch(tmp_path / "resumed", GATHERED, *every_step, f"ckpt_path='{checkpoint}'", steps=7)
     full, resumed = losses_by_step(tmp_path / "full"), losses_by_step(tmp_path / "resumed")
     assert sorted(full) == list(range(7)) and sorted(resumed) == [3, 4, 5, 6]
     assert [resumed[s] for s in resumed] == pytest.approx([full[s] for s in resumed], rel=1e-5)
