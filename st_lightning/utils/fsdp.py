@@ -68,11 +68,13 @@ def check_strategy(strategy: Any) -> None:
         "FullyShardedStrategy"
     ):
         _refuse_fixed(strategy)
-    if strategy == "fsdp" or isinstance(strategy, FSDPStrategy):
+    if (isinstance(strategy, str) and strategy.startswith("fsdp")) or isinstance(
+        strategy, FSDPStrategy
+    ):
         raise ValueError(
-            "trainer.strategy=fsdp selects Lightning's FSDP1 strategy, which st_lightning does not "
-            "use; choose the trainer=fsdp config group instead (FSDP2 through Lightning's "
-            "ModelParallelStrategy), e.g. `trainer=fsdp trainer.devices=8`."
+            f"trainer.strategy={strategy} selects Lightning's FSDP1 strategy, which st_lightning "
+            "does not use; choose the trainer=fsdp config group instead (FSDP2 through "
+            "Lightning's ModelParallelStrategy), e.g. `trainer=fsdp trainer.devices=8`."
         )
 
 
