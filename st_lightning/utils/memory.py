@@ -7,8 +7,8 @@ import os
 ONEDNN_CACHE = "ONEDNN_PRIMITIVE_CACHE_CAPACITY"
 # oneDNN (torch's CPU kernel library) caches one compiled kernel per input shape, up to 1024 by
 # default. Unpadded and length-grouped batches bring new shapes at almost every step, so the
-# cache only fills (tens of MB, with a kernel rebuilt for most steps anyway); a small cache
-# keeps the kernels of fixed shapes and bounds the memory.
+# cache grows for many epochs (+77 MB over a 60-epoch soak run, +7 MB with this cap:
+# benchmarks/results/soak*.md); a small cache still keeps the kernels of fixed shapes.
 ONEDNN_CACHE_CAPACITY = 64
 
 
