@@ -16,7 +16,7 @@ from torch.optim import AdamW
 from torch.optim.lr_scheduler import LambdaLR
 
 from st_lightning.data.collate import Batch
-from st_lightning.encoders import SentenceEncoder, unpadded
+from st_lightning.encoders import SentenceEncoder
 from st_lightning.encoders.unpadded import group_sizes, resolve_budget
 from st_lightning.losses.base import EmbeddingLoss
 from st_lightning.losses.gradcache import cached_backward, total_loss
@@ -208,7 +208,7 @@ class EmbeddingModule(L.LightningModule):
         """
         out: list[Tensor | None] = [None] * len(columns)
         for members in self._column_sets(columns):
-            if self.runs_unpadded():
+            if self.encoder.runs_unpadded():
                 grouped = self._merged([columns[i] for i in members])
             else:
                 grouped = self._grouped([columns[i] for i in members])
@@ -220,20 +220,11 @@ class EmbeddingModule(L.LightningModule):
         """Embed one column with length grouping (see `encode_columns`)."""
         return self.encode_columns([features])[0]
 
-    def runs_unpadded(self) -> bool:
-        """Whether the encoder runs the whole batch unpadded (see `unpadded`)."""
-        right_padded = getattr(self.encoder.tokenizer, "padding_side", "right") == "right"
-        return (
-            bool(self.encoder.unpadded)
-            and right_padded
-            and unpadded.supports(self.encoder.transformer)
-        )
-
     def token_counts(self, columns: list[dict[str, Tensor]]) -> tuple[int, int]:
         """(real tokens, token positions computed by the per-token layers) of `encode_columns`
         on a batch's columns; unpadded, the two are equal (attention is not counted)."""
         real = sum(int(f["attention_mask"].sum()) for f in columns)
-        if self.runs_unpadded():
+        if self.encoder.runs_unpadded():
             return real, real
         computed = 0
         for members in self._column_sets(columns):

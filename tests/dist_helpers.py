@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import torch.distributed as dist
+from safetensors.torch import load_file
 
 # A collective that waits longer than this fails instead of hanging the test run.
 COLLECTIVE_TIMEOUT = datetime.timedelta(seconds=120)
@@ -73,3 +74,23 @@ def losses_by_step(out: Path) -> dict[int, float]:
                 if row.get("train/loss"):
                     found[int(row["step"])] = float(row["train/loss"])
     return found
+
+
+def assert_same_weights(
+    got: Path, expected: Path, rtol: float = 1e-4, other_batch_layout: bool = False
+) -> None:
+    """Every weight of two exported model folders within `rtol` (relative to its tensor's norm).
+
+    `other_batch_layout`: the runs split the same global batch differently (processes, nodes,
+    FSDP vs DDP). Then the attention key biases are not compared: their gradient is zero in
+    exact arithmetic (softmax ignores a shift shared by all keys), so they move only by rounding
+    noise, which Adam's normalisation scales up to the learning rate; two exact runs with
+    different layouts differ there and only there."""
+    a = load_file(str(got / "model.safetensors"))
+    b = load_file(str(expected / "model.safetensors"))
+    assert a.keys() == b.keys()
+    for key, value in b.items():
+        assert a[key].shape == value.shape, key
+        if other_batch_layout and key.endswith("attention.self.key.bias"):
+            continue
+        assert (a[key] - value).norm() <= rtol * value.norm() + 1e-7, key

@@ -18,8 +18,7 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import REPO
-from dist_helpers import losses_by_step, run_env
-from safetensors.torch import load_file
+from dist_helpers import assert_same_weights, losses_by_step, run_env
 
 STEPS = 9  # 48 rows in batches of 8: the run crosses an epoch boundary
 BASE = [
@@ -84,14 +83,6 @@ def start_and_signal(out: Path, sig: int, at_step: int) -> tuple[int, str]:
     return proc.returncode, output
 
 
-def assert_same_weights(got: Path, expected: Path) -> None:
-    a = load_file(str(got / "final" / "model.safetensors"))
-    b = load_file(str(expected / "final" / "model.safetensors"))
-    assert a.keys() == b.keys()
-    for key in b:
-        torch.testing.assert_close(a[key], b[key], rtol=1e-5, atol=1e-7, msg=key)
-
-
 @pytest.fixture(scope="module")
 def never_stopped(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("never_stopped")
@@ -114,7 +105,7 @@ def test_kill_9_at_a_random_step_then_resume(never_stopped, tmp_path):
     assert at_step - 1 <= step < STEPS  # last.ckpt is written just after step=N.ckpt
     assert not (killed / "final").exists()  # nothing exported by a run that did not finish
     run(killed, f"ckpt_path={last}")
-    assert_same_weights(killed, never_stopped)
+    assert_same_weights(killed / "final", never_stopped / "final", rtol=1e-5)
     expected, got = losses_by_step(never_stopped), losses_by_step(killed)
     assert sorted(got) == sorted(expected) == list(range(STEPS))
     for s in expected:
@@ -131,7 +122,7 @@ def test_sigterm_saves_a_checkpoint_and_resume_continues(never_stopped, tmp_path
     step = checkpoint_step(last)
     assert 3 <= step < STEPS  # written at the end of the batch during which SIGTERM came
     run(stopped, f"ckpt_path={last}")
-    assert_same_weights(stopped, never_stopped)
+    assert_same_weights(stopped / "final", never_stopped / "final", rtol=1e-5)
     expected, got = losses_by_step(never_stopped), losses_by_step(stopped)
     for s in expected:
         assert got[s] == pytest.approx(expected[s], rel=1e-5), s

@@ -19,8 +19,14 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 from conftest import REPO
-from dist_helpers import free_port, init_gloo, leave_gloo, losses_by_step, run_env
-from test_multinode import assert_same_weights
+from dist_helpers import (
+    assert_same_weights,
+    free_port,
+    init_gloo,
+    leave_gloo,
+    losses_by_step,
+    run_env,
+)
 from torch.distributed.device_mesh import init_device_mesh
 from torch.distributed.tensor import DTensor
 
@@ -90,7 +96,9 @@ def test_fsdp_trains_evaluates_and_exports_what_ddp_does(tmp_path, overrides):
     assert len(fsdp) == len(ddp) == 5
     assert list(fsdp.values()) == pytest.approx(list(ddp.values()), rel=1e-4)
     # Whole tensors (not shards), equal to DDP's.
-    assert_same_weights(tmp_path / "fsdp" / "final", tmp_path / "ddp" / "final")
+    assert_same_weights(
+        tmp_path / "fsdp" / "final", tmp_path / "ddp" / "final", other_batch_layout=True
+    )
     # The evaluator ran under FSDP (before and after training) with DDP's metrics.
     a, b = eval_rows(tmp_path / "fsdp"), eval_rows(tmp_path / "ddp")
     assert [r["stage"] for r in a] == [r["stage"] for r in b] == ["before", "after"]

@@ -38,7 +38,7 @@ def embeddings_and_grads(encoder: SentenceEncoder, features, flag: bool):
 
 
 @pytest.mark.parametrize("attention_tokens", ["auto", 16])
-@pytest.mark.parametrize("model", ["minilm", "tiny_cls", "tiny_pair"])
+@pytest.mark.parametrize("model", ["minilm", "tiny_cls", "tiny_pair", "tiny_left_padded"])
 def test_same_embeddings_and_gradients_as_the_padded_forward(model, attention_tokens, minilm):
     if model == "minilm":
         encoder = no_dropout(copy.deepcopy(minilm)).train()
@@ -47,6 +47,8 @@ def test_same_embeddings_and_gradients_as_the_padded_forward(model, attention_to
         encoder = tiny_encoder(
             pooling_mode="cls" if model == "tiny_cls" else "mean", dropout=0.0
         ).train()
+        if model == "tiny_left_padded":  # real tokens at the end of each row
+            encoder.tokenizer.padding_side = "left"
         features = encoder.tokenize(TEXTS)
         if model == "tiny_pair":  # second segment ids, as a cross-style input would have
             features["token_type_ids"][:, 3:] = features["attention_mask"][:, 3:]

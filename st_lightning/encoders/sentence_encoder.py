@@ -143,9 +143,14 @@ class SentenceEncoder(nn.Module):
             features["prompt_length"] = len(self.tokenizer(prompt)["input_ids"]) - 1
         return features
 
+    def runs_unpadded(self) -> bool:
+        """Whether the per-token layers run on real tokens only (switched on, and a backbone
+        that `unpadded` supports)."""
+        return bool(self.unpadded) and unpadded.supports(self.transformer)
+
     def token_embeddings(self, features: dict[str, Tensor]) -> Tensor:
         inputs = {k: v for k, v in features.items() if k != "prompt_length"}
-        if self.unpadded and unpadded.supports(self.transformer):
+        if self.runs_unpadded():
             ids = inputs["input_ids"]
             budget = unpadded.resolve_budget(self.attention_tokens, ids.device) or ids.numel()
             return unpadded.bert_token_embeddings(self.transformer, inputs, budget)

@@ -68,22 +68,30 @@ def group_sizes(lengths: list[int], budget: int) -> list[int]:
 
 
 class _Groups:
-    """Where each attention group's tokens sit in the packed matrix and in the group's layout."""
+    """Where each attention group's tokens sit in the packed matrix and in the group's layout.
+
+    In the group's layout every row's real tokens come first, in their order, whatever the
+    padding side of the input: attention does not depend on where keys sit (positions are
+    already embedded), only on which are masked."""
 
     def __init__(self, mask: Tensor, attention_tokens: int) -> None:
         lengths = mask.sum(dim=1)
         order = lengths.argsort(descending=True)
         sorted_lengths = lengths[order].tolist()  # the one host read of the forward
         packed_index = (mask.flatten().cumsum(0) - 1).view(mask.shape)
+        slot = mask.cumsum(1) - 1  # each real token's index among its row's real tokens
         self.groups: list[tuple[Tensor, Tensor, Tensor, int, int]] = []
         sources = []
         start = 0
         for size in group_sizes(sorted_lengths, attention_tokens):
             rows = order[start : start + size]
             width = sorted_lengths[start]
-            keep = mask[rows, :width]
-            source = packed_index[rows, :width][keep]  # packed token of each kept position
-            target = keep.flatten().nonzero().squeeze(1)  # its place in size * width
+            real = mask[rows]
+            source = packed_index[rows][real]  # packed token of each real token, row by row
+            place = torch.arange(size, device=mask.device)[:, None] * width + slot[rows]
+            target = place[real]  # its place in size * width
+            positions = torch.arange(width, device=mask.device)
+            keep = positions[None, :] < lengths[rows][:, None]
             self.groups.append((source, target, keep, size, width))
             sources.append(source)
             start += size

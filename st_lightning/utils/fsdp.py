@@ -99,9 +99,10 @@ def shard_module(encoder: nn.Module, losses: Iterable[nn.Module], mesh: Any) -> 
         return
     backbone = getattr(encoder, "transformer", encoder)
     layers = transformer_layers(backbone)
+    packed = unpadded.supports(backbone)
     for layer in layers:
         fully_shard(layer, mesh=mesh)
-        if unpadded.supports(backbone):
+        if packed:
             # The unpadded forward calls the layer's parts, not its forward: register the
             # packed step as a forward method so FSDP gathers the layer's weights around it.
             setattr(layer, unpadded.PACKED_FORWARD, types.MethodType(unpadded.packed_layer, layer))
