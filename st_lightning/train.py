@@ -18,7 +18,12 @@ from omegaconf import DictConfig, OmegaConf
 from st_lightning.evaluation.callback import EvaluatorCallback
 from st_lightning.export import read_checkpoint
 from st_lightning.export_run import export_models, summary_table
-from st_lightning.utils.checkpoint import AtomicCheckpointIO, CheckpointOnSigterm
+from st_lightning.utils.checkpoint import (
+    AtomicCheckpointIO,
+    CarryStepLog,
+    CheckpointOnSigterm,
+    newest_checkpoint,
+)
 from st_lightning.utils.fsdp import check_strategy, whole_copy
 from st_lightning.utils.instantiate import instantiate_named
 from st_lightning.utils.memory import bound_kernel_cache
@@ -83,9 +88,10 @@ def train(cfg: DictConfig) -> dict[str, float]:
         "ignore", message="You're resuming from a checkpoint that ended before the epoch ended"
     )
     check_config(cfg)
-    if cfg.get("ckpt_path"):
-        read_checkpoint(cfg.ckpt_path)  # a missing or damaged file fails here, before loading
     output_dir = Path(cfg.paths.output_dir)
+    ckpt_path = resume_path(cfg, output_dir)
+    if ckpt_path is not None:
+        read_checkpoint(ckpt_path)  # a missing or damaged file fails here, before loading
     output_dir.mkdir(parents=True, exist_ok=True)
     resolved = OmegaConf.to_container(cfg, resolve=True)
     (output_dir / "config.yaml").write_text(OmegaConf.to_yaml(resolved))
@@ -109,6 +115,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
         eval_callback,
         *instantiate_named(cfg.get("callbacks")).values(),
         CheckpointOnSigterm(output_dir / "checkpoints"),
+        CarryStepLog(),
     ]
     loggers = list(instantiate_named(cfg.get("logger")).values())
     if not loggers:  # Lightning's LearningRateMonitor refuses to run without a logger
@@ -129,7 +136,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
 
     try:
         # weights_only: resuming never runs pickled code from a checkpoint file.
-        trainer.fit(model, datamodule=data, ckpt_path=cfg.get("ckpt_path"), weights_only=True)
+        trainer.fit(model, datamodule=data, ckpt_path=ckpt_path, weights_only=True)
     except SIGTERMException:
         # CheckpointOnSigterm has saved the run; exit as a process ended by SIGTERM does.
         raise SystemExit(128 + signal.SIGTERM) from None
@@ -140,6 +147,29 @@ def train(cfg: DictConfig) -> dict[str, float]:
         export_models(cfg, trainer, model, data, eval_callback, output_dir, whole)
         print(summary_table(eval_callback))
     return metrics
+
+
+def resume_path(cfg: DictConfig, output_dir: Path) -> str | None:
+    """The checkpoint to resume from: `ckpt_path` as given, or for `ckpt_path=last` the newest
+    checkpoint this run's directory holds, so a requeued job runs the same command every time
+    (the first time, with no checkpoint yet, it starts from the beginning)."""
+    value = cfg.get("ckpt_path")
+    if value != "last":
+        return value
+    dirs = [output_dir / "checkpoints"]  # where CheckpointOnSigterm writes
+    for cb in (cfg.get("callbacks") or {}).values():
+        if cb is not None and cb.get("dirpath"):
+            dirs.append(Path(cb.dirpath))
+    newest = newest_checkpoint(dirs)
+    if newest is None:
+        log.warning(
+            "ckpt_path=last: no checkpoint in %s; training starts from the beginning. A job "
+            "started again must run in the same directory (fix hydra.run.dir) to resume.",
+            ", ".join(str(d) for d in dict.fromkeys(dirs)),
+        )
+        return None
+    log.info("ckpt_path=last: resuming from %s", newest)
+    return str(newest)
 
 
 def _monitors(cfg: DictConfig) -> list[str]:

@@ -100,15 +100,33 @@ def test_kill_9_at_a_random_step_then_resume(never_stopped, tmp_path):
     killed = tmp_path / "killed"
     code, _ = start_and_signal(killed, signal.SIGKILL, at_step)
     assert code == -signal.SIGKILL
-    last = killed / "checkpoints" / "last.ckpt"
-    step = checkpoint_step(last)  # loads: the kill never leaves a damaged checkpoint
-    assert at_step - 1 <= step < STEPS  # last.ckpt is written just after step=N.ckpt
+    saved = sorted((killed / "checkpoints").glob("*.ckpt"))
+    # Every file loads: the kill never leaves a damaged checkpoint. last.ckpt is written just
+    # after step=N.ckpt, so a kill at the first step may come before the first last.ckpt.
+    steps = {p.name: checkpoint_step(p) for p in saved}
+    assert max(steps.values()) >= at_step, steps
     assert not (killed / "final").exists()  # nothing exported by a run that did not finish
-    run(killed, f"ckpt_path={last}")
+    # The command a requeued job runs: ckpt_path=last takes the newest of them.
+    resumed = run(killed, "ckpt_path=last")
+    newest = max(saved, key=lambda p: (steps[p.name], p.name == "last.ckpt"))
+    assert f"ckpt_path=last: resuming from {newest}" in resumed.stdout + resumed.stderr
     assert_same_weights(killed / "final", never_stopped / "final", rtol=1e-5)
     expected, got = losses_by_step(never_stopped), losses_by_step(killed)
     assert sorted(got) == sorted(expected) == list(range(STEPS))
     for s in expected:
+        assert got[s] == pytest.approx(expected[s], rel=1e-5), s
+
+
+@pytest.mark.slow
+def test_resumed_run_logs_the_step_its_checkpoint_ended_with(never_stopped, tmp_path):
+    # Lightning saves step=3.ckpt (after step 2) before it logs step 2; a kill in between
+    # loses that row, and the resumed run starts at step 3. The checkpoint carries the row.
+    ckpt = never_stopped / "checkpoints" / "step=3.ckpt"
+    resumed = tmp_path / "resumed"
+    run(resumed, f"ckpt_path='{ckpt}'")
+    expected, got = losses_by_step(never_stopped), losses_by_step(resumed)
+    assert sorted(got) == list(range(2, STEPS))
+    for s in got:
         assert got[s] == pytest.approx(expected[s], rel=1e-5), s
 
 
@@ -126,3 +144,33 @@ def test_sigterm_saves_a_checkpoint_and_resume_continues(never_stopped, tmp_path
     expected, got = losses_by_step(never_stopped), losses_by_step(stopped)
     for s in expected:
         assert got[s] == pytest.approx(expected[s], rel=1e-5), s
+
+
+def test_ckpt_path_last_takes_the_newest_checkpoint_of_the_run(tmp_path, caplog):
+    from omegaconf import OmegaConf
+
+    from st_lightning.train import resume_path
+
+    own, other = tmp_path / "checkpoints", tmp_path / "elsewhere"
+    cfg = OmegaConf.create(
+        {"ckpt_path": "last", "callbacks": {"model_checkpoint": {"dirpath": str(other)}}}
+    )
+    with caplog.at_level("WARNING"):
+        assert resume_path(cfg, tmp_path) is None  # a job's first start: no checkpoint yet
+    assert "starts from the beginning" in caplog.text and str(other) in caplog.text
+
+    def write(path: Path, mtime: int) -> None:
+        path.parent.mkdir(exist_ok=True)
+        path.write_bytes(b"x")
+        os.utime(path, ns=(mtime, mtime))
+
+    write(own / "step=1.ckpt", 10)
+    write(own / "step=2.ckpt", 20)
+    write(own / "step=3.ckpt.tmp-99", 30)  # an unfinished write is never a candidate
+    assert resume_path(cfg, tmp_path) == str(own / "step=2.ckpt")  # no last.ckpt yet
+    write(own / "last.ckpt", 20)  # written with step=2.ckpt: the same state, named last
+    assert resume_path(cfg, tmp_path) == str(own / "last.ckpt")
+    write(other / "epoch=0-step=4.ckpt", 40)  # the checkpoint callback's own directory
+    assert resume_path(cfg, tmp_path) == str(other / "epoch=0-step=4.ckpt")
+    given = OmegaConf.create({"ckpt_path": str(own / "step=1.ckpt")})
+    assert resume_path(given, tmp_path) == str(own / "step=1.ckpt")  # a path is used as given

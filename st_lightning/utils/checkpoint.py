@@ -1,5 +1,6 @@
-"""Checkpoints written atomically (a crash while saving never damages the previous one), and
-one written when SIGTERM stops a run."""
+"""Checkpoints written atomically (a crash while saving never damages the previous one), one
+written when SIGTERM stops a run, the step's log row carried in a checkpoint, and
+`ckpt_path=last` for jobs that are started again."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+from lightning.fabric.utilities.apply_func import convert_tensors_to_scalars
 from lightning.fabric.utilities.cloud_io import _atomic_save
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.utilities.exceptions import SIGTERMException
@@ -64,3 +66,66 @@ class CheckpointOnSigterm(L.Callback):
             path,
             path,
         )
+
+
+class CarryStepLog(L.Callback):
+    """Keeps the metrics of the step a checkpoint ends with in that checkpoint, and logs them
+    first when a run resumes from it.
+
+    Lightning saves a step's checkpoint (in `on_train_batch_end`) before it hands that step's
+    `self.log` values to the loggers, so a `kill -9` between the two leaves a checkpoint whose
+    last step has no log row, and a run resumed from it never runs that step again. The row is
+    the one Lightning is about to log (ranks already averaged); nothing is carried for a step
+    that would log nothing (`log_every_n_steps`, gradient accumulation). When the kill came
+    later, the resumed run writes the same values at the same step again.
+    """
+
+    def __init__(self) -> None:
+        self.trainer: L.Trainer | None = None
+        self.carried: dict[str, Any] | None = None
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        self.trainer = trainer
+
+    def pending_row(self) -> dict[str, Any] | None:
+        trainer = self.trainer
+        if trainer is None or not trainer.training or trainer.fit_loop._should_accumulate():
+            return None
+        connector = trainer._logger_connector
+        if connector._first_loop_iter is None or not connector.should_update_logs:
+            return None  # not inside a training step, or a step that logs nothing
+        metrics = convert_tensors_to_scalars(connector.metrics["log"])
+        if not metrics:
+            return None
+        return {
+            "step": trainer.fit_loop.epoch_loop._batches_that_stepped,
+            "metrics": {"epoch": trainer.current_epoch, **metrics},
+        }
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"row": self.pending_row()}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.carried = state_dict.get("row")
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        row, self.carried = self.carried, None
+        if row is None:
+            return
+        for logger in trainer.loggers:
+            logger.log_metrics(row["metrics"], step=row["step"])
+            logger.save()
+
+
+def newest_checkpoint(dirs: list[Path]) -> Path | None:
+    """The most recently written `*.ckpt` in `dirs` (None when there is none).
+
+    `ckpt_path=last` resolves to it: after a `kill -9` that came between the first
+    `step=N.ckpt` and the first `last.ckpt`, the step file is the newest state. Files are
+    ordered by modification time, not by opening them: a checkpoint with optimizer state can
+    be gigabytes. Unfinished `*.ckpt.tmp-<pid>` files of AtomicCheckpointIO are not candidates.
+    """
+    found = [p for d in dict.fromkeys(dirs) if d.is_dir() for p in d.glob("*.ckpt") if p.is_file()]
+    if not found:
+        return None
+    return max(found, key=lambda p: (p.stat().st_mtime_ns, p.name == "last.ckpt"))
