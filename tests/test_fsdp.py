@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import copy
 import csv
+import os
+import signal
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -45,8 +48,8 @@ COMMON = [
 ]
 
 
-def launch(out: Path, *overrides: str, steps: int = 5) -> None:
-    cmd = [
+def torchrun(out: Path, *overrides: str, steps: int = 5) -> list[str]:
+    return [
         sys.executable,
         "-m",
         "torch.distributed.run",
@@ -59,8 +62,14 @@ def launch(out: Path, *overrides: str, steps: int = 5) -> None:
         *overrides,
         f"hydra.run.dir={out}",
     ]
-    env = run_env(REPO, OMP_NUM_THREADS="1")
-    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=400)
+
+
+ENV = run_env(REPO, OMP_NUM_THREADS="1")
+
+
+def launch(out: Path, *overrides: str, steps: int = 5) -> None:
+    cmd = torchrun(out, *overrides, steps=steps)
+    proc = subprocess.run(cmd, cwd=REPO, env=ENV, capture_output=True, text=True, timeout=400)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-4000:]
 
 
@@ -148,29 +157,90 @@ def test_sharded_encoder_gathers_for_evaluation_and_trains_like_one_process(unpa
     mp.spawn(shard_worker, args=(2, init_file, unpadded), nprocs=2, join=True)
 
 
+EVERY_STEP = [
+    GATHERED,
+    "evaluator=[]",
+    "callbacks.model_checkpoint.every_n_train_steps=1",
+    "callbacks.model_checkpoint.filename='{step}'",
+    "callbacks.model_checkpoint.save_top_k=-1",
+]
+
+
+@pytest.fixture(
+    scope="module", params=["trainer=fsdp", "trainer.strategy=ddp"], ids=["fsdp", "ddp"]
+)
+def never_stopped(request, tmp_path_factory) -> tuple[str, Path]:
+    """7 steps of a 2-process run with a checkpoint at every step: epochs of 2, 3 and 2 global
+    batches (no-duplicate batching makes the count vary; every epoch's batches are served)."""
+    out = tmp_path_factory.mktemp("full")
+    launch(out, request.param, *EVERY_STEP, steps=7)
+    assert epochs_by_step(out) == [0, 0, 1, 1, 1, 2, 2]
+    return request.param, out
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("strategy", ["trainer=fsdp", "trainer.strategy=ddp"], ids=["fsdp", "ddp"])
-def test_two_process_checkpoint_resumes_exactly(tmp_path, strategy):
+def test_two_process_checkpoint_resumes_exactly(never_stopped, tmp_path):
     """A checkpoint of a 2-process run (under FSDP: weights and sharded optimizer state
     assembled on rank 0 into one file) resumes to the same losses and weights as the run never
-    stopped, across an epoch boundary (epochs of 2, 3 and 2 global batches here: no-duplicate
-    batching makes the count vary, and every epoch's batches are all served)."""
-    every_step = [
-        strategy,
-        "evaluator=[]",
-        "callbacks.model_checkpoint.every_n_train_steps=1",
-        "callbacks.model_checkpoint.filename='{step}'",
-        "callbacks.model_checkpoint.save_top_k=-1",
-    ]
-    launch(tmp_path / "full", GATHERED, *every_step, steps=7)
-    checkpoint = tmp_path / "full" / "checkpoints" / "step=3.ckpt"
+    stopped, across an epoch boundary."""
+    strategy, full = never_stopped
+    checkpoint = full / "checkpoints" / "step=3.ckpt"
     assert checkpoint.is_file()
-    launch(tmp_path / "resumed", GATHERED, *every_step, f"ckpt_path='{checkpoint}'", steps=7)
-    full, resumed = losses_by_step(tmp_path / "full"), losses_by_step(tmp_path / "resumed")
-    assert sorted(full) == list(range(7)) and sorted(resumed) == [3, 4, 5, 6]
-    assert [resumed[s] for s in resumed] == pytest.approx([full[s] for s in resumed], rel=1e-5)
-    assert epochs_by_step(tmp_path / "full") == [0, 0, 1, 1, 1, 2, 2]
-    assert_same_weights(tmp_path / "resumed" / "final", tmp_path / "full" / "final", rtol=1e-5)
+    resumed = tmp_path / "resumed"
+    launch(resumed, strategy, *EVERY_STEP, f"ckpt_path='{checkpoint}'", steps=7)
+    expected, got = losses_by_step(full), losses_by_step(resumed)
+    # step 2's row comes from the checkpoint (CarryStepLog: ranks averaged before saving)
+    assert sorted(expected) == list(range(7)) and sorted(got) == [2, 3, 4, 5, 6]
+    assert [got[s] for s in got] == pytest.approx([expected[s] for s in got], rel=1e-5)
+    assert_same_weights(resumed / "final", full / "final", rtol=1e-5)
+
+
+def workers(pid: int) -> list[int]:
+    """The processes torchrun started."""
+    return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("target", ["process_group", "one_worker"])
+def test_sigterm_saves_and_the_same_command_resumes(never_stopped, tmp_path, target):
+    """What SLURM does before preemption: SIGTERM to every process of the job (here the
+    torchrun process group), or, when signals reach the ranks one by one, to one of them.
+    The ranks agree on stopping after the same batch, join in writing last.ckpt (under FSDP,
+    gathering the shards) and exit; the requeued command with ckpt_path=last ends with the
+    losses and weights of the run never stopped."""
+    strategy, full = never_stopped
+    stopped = tmp_path / "stopped"
+    proc = subprocess.Popen(
+        torchrun(stopped, strategy, *EVERY_STEP, steps=7),
+        cwd=REPO,
+        env=ENV,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,  # its own process group, signalled as a whole
+    )
+    deadline = time.monotonic() + 300
+    while not (stopped / "checkpoints" / "step=2.ckpt").exists():
+        assert proc.poll() is None, proc.communicate()[0][-4000:]
+        assert time.monotonic() < deadline, "timed out waiting for a checkpoint"
+        time.sleep(0.02)
+    if target == "process_group":
+        os.killpg(proc.pid, signal.SIGTERM)
+    else:
+        os.kill(workers(proc.pid)[-1], signal.SIGTERM)
+    output, _ = proc.communicate(timeout=300)
+    assert proc.returncode != 0 and "Stopped by SIGTERM" in output, output[-4000:]
+    if target == "one_worker":
+        assert "Stopped by SIGTERM on another rank" in output, output[-4000:]
+    last = stopped / "checkpoints" / "last.ckpt"
+    step = torch.load(last, map_location="cpu", weights_only=True)["global_step"]
+    assert 2 <= step < 7
+    assert not (stopped / "final").exists()
+    launch(stopped, strategy, *EVERY_STEP, "ckpt_path=last", steps=7)
+    expected, got = losses_by_step(full), losses_by_step(stopped)
+    assert sorted(got) == sorted(expected) == list(range(7))
+    assert [got[s] for s in expected] == pytest.approx(list(expected.values()), rel=1e-5)
+    assert_same_weights(stopped / "final", full / "final", rtol=1e-5)
 
 
 def epochs_by_step(out: Path) -> list[int]:

@@ -6,10 +6,15 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
+import threading
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 import lightning as L
+import torch
+import torch.distributed as dist
 from lightning.fabric.utilities.apply_func import convert_tensors_to_scalars
 from lightning.fabric.utilities.cloud_io import _atomic_save
 from lightning.pytorch.plugins.io import TorchCheckpointIO
@@ -39,18 +44,50 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 
 
 class CheckpointOnSigterm(L.Callback):
-    """Saves a resumable checkpoint when the run is stopped by SIGTERM.
+    """Stops the run cleanly on SIGTERM and saves a resumable checkpoint.
 
     SLURM (before preemption or at the time limit), Kubernetes and most schedulers send SIGTERM
-    before killing a job. Lightning finishes the current batch and stops with
-    `SIGTERMException`; this callback then writes `<dirpath>/last.ckpt` (optimizer, scheduler,
-    sampler position and RNG state included), so `ckpt_path=<dirpath>/last.ckpt` continues as if
-    never stopped. Every rank calls it; rank 0 writes.
+    before killing a job. The handler installed here only notes the signal (a signal handler
+    interrupts the main thread anywhere, so it must not log, save or run collectives). At the
+    end of every training batch the ranks agree on it (an all-reduce of one number): when any
+    rank was signalled, every rank sets Lightning's stop flag at the same batch, Lightning
+    stops with `SIGTERMException`, and every rank joins in writing `<dirpath>/last.ckpt`
+    (optimizer, scheduler, sampler position and RNG state included; rank 0 writes), so
+    `ckpt_path=last` continues as if never stopped. Lightning's own SIGTERM handler is
+    replaced for the training loop: it broadcasts from inside the handler and checks each
+    rank's own flag, which left 2-process runs hanging until the launcher killed them.
     """
 
     def __init__(self, dirpath: str | Path) -> None:
         self.dirpath = Path(dirpath)
         self.saved: Path | None = None
+        self.signalled = False
+
+    def note(self, signum: int, frame: FrameType | None) -> None:
+        self.signalled = True
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # Lightning registered its handler before this hook and restores the one from before
+        # `fit` when it tears down.
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, self.note)
+
+    def on_train_batch_end(
+        self,
+        trainer: L.Trainer,
+        pl_module: L.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+    ) -> None:
+        stop = self.signalled
+        if trainer.world_size > 1 and dist.is_available() and dist.is_initialized():
+            flag = torch.tensor([float(stop)], device=trainer.strategy.root_device)
+            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+            stop = bool(flag.item())
+        if stop:
+            # Lightning checks this flag after the batch (and in its loops) and stops.
+            trainer._signal_connector.received_sigterm = True
 
     def on_exception(
         self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException
@@ -60,8 +97,11 @@ class CheckpointOnSigterm(L.Callback):
         path = self.dirpath / "last.ckpt"
         trainer.save_checkpoint(path)
         self.saved = path
+        where = "" if self.signalled else " on another rank"
         log.warning(
-            "Stopped by SIGTERM after step %d; saved %s. Resume with ckpt_path=%s",
+            "Stopped by SIGTERM%s after step %d; saved %s. Resume with ckpt_path=%s, or "
+            "ckpt_path=last in the same run directory.",
+            where,
             trainer.global_step,
             path,
             path,
