@@ -74,12 +74,17 @@ def start_and_signal(out: Path, sig: int, at_step: int) -> tuple[int, str]:
         steps = [int(p.stem.split("=")[1]) for p in (out / "checkpoints").glob("step=*.ckpt")]
         return any(s >= at_step for s in steps)
 
-    while not reached():
-        assert proc.poll() is None, f"the run ended before step {at_step}"
-        assert time.monotonic() < deadline, "timed out waiting for a checkpoint"
-        time.sleep(0.02)
-    proc.send_signal(sig)
-    output, _ = proc.communicate(timeout=300)
+    try:
+        while not reached():
+            assert proc.poll() is None, f"the run ended before step {at_step}"
+            assert time.monotonic() < deadline, "timed out waiting for a checkpoint"
+            time.sleep(0.02)
+        proc.send_signal(sig)
+        output, _ = proc.communicate(timeout=300)
+    finally:
+        if proc.poll() is None:  # leave no process behind when the test fails
+            proc.kill()
+            proc.wait()
     return proc.returncode, output
 
 

@@ -219,16 +219,21 @@ def test_sigterm_saves_and_the_same_command_resumes(never_stopped, tmp_path, tar
         text=True,
         start_new_session=True,  # its own process group, signalled as a whole
     )
-    deadline = time.monotonic() + 300
-    while not (stopped / "checkpoints" / "step=2.ckpt").exists():
-        assert proc.poll() is None, proc.communicate()[0][-4000:]
-        assert time.monotonic() < deadline, "timed out waiting for a checkpoint"
-        time.sleep(0.02)
-    if target == "process_group":
-        os.killpg(proc.pid, signal.SIGTERM)
-    else:
-        os.kill(workers(proc.pid)[-1], signal.SIGTERM)
-    output, _ = proc.communicate(timeout=300)
+    try:
+        deadline = time.monotonic() + 300
+        while not (stopped / "checkpoints" / "step=2.ckpt").exists():
+            assert proc.poll() is None, proc.communicate()[0][-4000:]
+            assert time.monotonic() < deadline, "timed out waiting for a checkpoint"
+            time.sleep(0.02)
+        if target == "process_group":
+            os.killpg(proc.pid, signal.SIGTERM)
+        else:
+            os.kill(workers(proc.pid)[-1], signal.SIGTERM)
+        output, _ = proc.communicate(timeout=120)  # hung ranks fail here
+    finally:
+        if proc.poll() is None:  # leave no process behind when the test fails
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
     assert proc.returncode != 0 and "Stopped by SIGTERM" in output, output[-4000:]
     if target == "one_worker":
         assert "Stopped by SIGTERM on another rank" in output, output[-4000:]

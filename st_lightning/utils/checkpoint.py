@@ -129,17 +129,24 @@ class CarryStepLog(L.Callback):
 
     def pending_row(self) -> dict[str, Any] | None:
         trainer = self.trainer
-        if trainer is None or not trainer.training or trainer.fit_loop._should_accumulate():
+        if trainer is None or not trainer.training:
             return None
-        connector = trainer._logger_connector
-        if connector._first_loop_iter is None or not connector.should_update_logs:
-            return None  # not inside a training step, or a step that logs nothing
-        metrics = convert_tensors_to_scalars(connector.metrics["log"])
+        try:  # Lightning's loop internals (tested with the pinned version, constraints.txt)
+            if trainer.fit_loop._should_accumulate():
+                return None
+            connector = trainer._logger_connector
+            if connector._first_loop_iter is None or not connector.should_update_logs:
+                return None  # not inside a training step, or a step that logs nothing
+            metrics = connector.metrics["log"]
+            step = trainer.fit_loop.epoch_loop._batches_that_stepped
+        except AttributeError as err:
+            log.warning("This Lightning version hides the step's log row (%s); not carried.", err)
+            return None
         if not metrics:
             return None
         return {
-            "step": trainer.fit_loop.epoch_loop._batches_that_stepped,
-            "metrics": {"epoch": trainer.current_epoch, **metrics},
+            "step": step,
+            "metrics": {"epoch": trainer.current_epoch, **convert_tensors_to_scalars(metrics)},
         }
 
     def state_dict(self) -> dict[str, Any]:
