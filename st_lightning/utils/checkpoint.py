@@ -72,14 +72,7 @@ class CheckpointOnSigterm(L.Callback):
         if threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGTERM, self.note)
 
-    def on_train_batch_end(
-        self,
-        trainer: L.Trainer,
-        pl_module: L.LightningModule,
-        outputs: Any,
-        batch: Any,
-        batch_idx: int,
-    ) -> None:
+    def on_train_batch_end(self, trainer: L.Trainer, *args: Any, **kwargs: Any) -> None:
         stop = self.signalled
         if trainer.world_size > 1 and dist.is_available() and dist.is_initialized():
             flag = torch.tensor([float(stop)], device=trainer.strategy.root_device)
