@@ -6,8 +6,12 @@ import csv
 import datetime
 import faulthandler
 import os
+import signal
 import socket
+import subprocess
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch.distributed as dist
@@ -94,3 +98,39 @@ def assert_same_weights(
         if other_batch_layout and key.endswith("attention.self.key.bias"):
             continue
         assert (a[key] - value).norm() <= rtol * value.norm() + 1e-7, key
+
+
+def stop_when(
+    cmd: list[str],
+    ready: Callable[[], bool],
+    stop: Callable[[subprocess.Popen], None],
+    *,
+    cwd: Path,
+    env: dict[str, str],
+    finish_s: float = 300,
+) -> tuple[int, str]:
+    """Start `cmd` in a process group of its own; once `ready()` holds, `stop(proc)` (send it
+    a signal); return (exit code, output). When the test fails on the way, the whole group
+    is killed, so no hung run outlives its test."""
+    proc = subprocess.Popen(
+        cmd,
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 300
+        while not ready():
+            assert proc.poll() is None, proc.communicate()[0][-4000:]
+            assert time.monotonic() < deadline, "timed out waiting for the moment to stop"
+            time.sleep(0.02)
+        stop(proc)
+        output, _ = proc.communicate(timeout=finish_s)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    return proc.returncode, output

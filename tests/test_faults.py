@@ -12,13 +12,12 @@ import random
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
 from conftest import REPO
-from dist_helpers import assert_same_weights, losses_by_step, run_env
+from dist_helpers import assert_same_weights, losses_by_step, run_env, stop_when
 
 STEPS = 9  # 48 rows in batches of 8: the run crosses an epoch boundary
 BASE = [
@@ -60,32 +59,14 @@ def run(out: Path, *extra: str) -> subprocess.CompletedProcess:
 
 def start_and_signal(out: Path, sig: int, at_step: int) -> tuple[int, str]:
     """Start a run; send `sig` once its checkpoint for `at_step` exists; return (code, output)."""
-    proc = subprocess.Popen(
-        command(out),
-        cwd=REPO,
-        env=run_env(REPO),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    deadline = time.monotonic() + 300
 
     def reached() -> bool:
         steps = [int(p.stem.split("=")[1]) for p in (out / "checkpoints").glob("step=*.ckpt")]
         return any(s >= at_step for s in steps)
 
-    try:
-        while not reached():
-            assert proc.poll() is None, f"the run ended before step {at_step}"
-            assert time.monotonic() < deadline, "timed out waiting for a checkpoint"
-            time.sleep(0.02)
-        proc.send_signal(sig)
-        output, _ = proc.communicate(timeout=300)
-    finally:
-        if proc.poll() is None:  # leave no process behind when the test fails
-            proc.kill()
-            proc.wait()
-    return proc.returncode, output
+    return stop_when(
+        command(out), reached, lambda proc: proc.send_signal(sig), cwd=REPO, env=run_env(REPO)
+    )
 
 
 @pytest.fixture(scope="module")

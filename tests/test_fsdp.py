@@ -15,7 +15,6 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import pytest
@@ -29,6 +28,7 @@ from dist_helpers import (
     leave_gloo,
     losses_by_step,
     run_env,
+    stop_when,
 )
 from torch.distributed.device_mesh import init_device_mesh
 from torch.distributed.tensor import DTensor
@@ -210,31 +210,22 @@ def test_sigterm_saves_and_the_same_command_resumes(never_stopped, tmp_path, tar
     losses and weights of the run never stopped."""
     strategy, full = never_stopped
     stopped = tmp_path / "stopped"
-    proc = subprocess.Popen(
-        torchrun(stopped, strategy, *EVERY_STEP, steps=7),
-        cwd=REPO,
-        env=ENV,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,  # its own process group, signalled as a whole
-    )
-    try:
-        deadline = time.monotonic() + 300
-        while not (stopped / "checkpoints" / "step=2.ckpt").exists():
-            assert proc.poll() is None, proc.communicate()[0][-4000:]
-            assert time.monotonic() < deadline, "timed out waiting for a checkpoint"
-            time.sleep(0.02)
+
+    def stop(proc: subprocess.Popen) -> None:
         if target == "process_group":
             os.killpg(proc.pid, signal.SIGTERM)
         else:
             os.kill(workers(proc.pid)[-1], signal.SIGTERM)
-        output, _ = proc.communicate(timeout=120)  # hung ranks fail here
-    finally:
-        if proc.poll() is None:  # leave no process behind when the test fails
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-    assert proc.returncode != 0 and "Stopped by SIGTERM" in output, output[-4000:]
+
+    code, output = stop_when(
+        torchrun(stopped, strategy, *EVERY_STEP, steps=7),
+        lambda: (stopped / "checkpoints" / "step=2.ckpt").exists(),
+        stop,
+        cwd=REPO,
+        env=ENV,
+        finish_s=120,  # hung ranks fail here
+    )
+    assert code != 0 and "Stopped by SIGTERM" in output, output[-4000:]
     if target == "one_worker":
         assert "Stopped by SIGTERM on another rank" in output, output[-4000:]
     last = stopped / "checkpoints" / "last.ckpt"

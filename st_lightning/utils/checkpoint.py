@@ -60,7 +60,6 @@ class CheckpointOnSigterm(L.Callback):
 
     def __init__(self, dirpath: str | Path) -> None:
         self.dirpath = Path(dirpath)
-        self.saved: Path | None = None
         self.signalled = False
 
     def note(self, signum: int, frame: FrameType | None) -> None:
@@ -89,7 +88,6 @@ class CheckpointOnSigterm(L.Callback):
             return
         path = self.dirpath / "last.ckpt"
         trainer.save_checkpoint(path)
-        self.saved = path
         where = "" if self.signalled else " on another rank"
         log.warning(
             "Stopped by SIGTERM%s after step %d; saved %s. Resume with ckpt_path=%s, or "
