@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 import random
 from collections.abc import Mapping
@@ -12,6 +13,7 @@ import lightning as L
 import torch
 import torch.distributed as dist
 from torch import Tensor, nn
+from torch.nn.parallel import DistributedDataParallel
 from torch.optim import AdamW
 from torch.optim.lr_scheduler import LambdaLR
 
@@ -20,7 +22,11 @@ from st_lightning.encoders import SentenceEncoder
 from st_lightning.encoders.unpadded import group_sizes, resolve_budget
 from st_lightning.losses.base import EmbeddingLoss
 from st_lightning.losses.gradcache import cached_backward, total_loss
-from st_lightning.utils.fsdp import fully_sharded, shard_module
+from st_lightning.utils.checkpoint import CheckpointOnSigterm
+from st_lightning.utils.distributed import agree
+from st_lightning.utils.fsdp import fully_sharded, mixed_precision_policy, shard_module
+
+log = logging.getLogger(__name__)
 
 NO_DECAY = ("bias", "LayerNorm.weight", "layer_norm.weight", "norm.weight")
 
@@ -146,9 +152,23 @@ class EmbeddingModule(L.LightningModule):
         # with attention in length-sorted groups of this many token positions.
         self.encoder.unpadded = unpadded
         self.encoder.attention_tokens = length_group_tokens
+        # Weights the embeddings never use (BERT's pooler) are not trained: DDP would refuse
+        # the step. They stay in the model and are exported unchanged.
+        frozen = self.encoder.freeze_unused()
+        if frozen:
+            log.info(
+                "Not training %d parameters that the embeddings do not use (%s); they are "
+                "saved unchanged.",
+                len(frozen),
+                ", ".join(frozen),
+            )
         self.skipped_batches = 0
         self.cached_batches = 0
         self.automatic_optimization = mini_batch_size is None
+        # Loss parameters given a zero gradient to keep DDP's reducer whole, and those that
+        # took part in a loss, since the last optimizer step (see `idle_loss_term`).
+        self._idle: set[int] = set()
+        self._used: set[int] = set()
 
     # ---- wiring ------------------------------------------------------------------------------
     def loss_for(self, dataset: str) -> EmbeddingLoss:
@@ -179,7 +199,8 @@ class EmbeddingModule(L.LightningModule):
         if fully_sharded(self._trainer):
             assert self.device_mesh is not None  # set by the strategy before this hook
             mesh = self.device_mesh["data_parallel"]
-            shard_module(self.encoder, self.losses.values(), mesh)
+            policy = mixed_precision_policy(self.trainer.precision)
+            shard_module(self.encoder, self.losses.values(), mesh, policy)
 
     # ---- the step ----------------------------------------------------------------------------
     def embed(self, batch: Batch, loss: EmbeddingLoss) -> tuple[list[Tensor], dict[str, Any]]:
@@ -220,23 +241,31 @@ class EmbeddingModule(L.LightningModule):
         """Embed one column with length grouping (see `encode_columns`)."""
         return self.encode_columns([features])[0]
 
-    def token_counts(self, columns: list[dict[str, Tensor]]) -> tuple[int, int]:
+    def token_counts(
+        self, columns: list[dict[str, Tensor]], lengths: list[list[int]] | None = None
+    ) -> tuple[int, int]:
         """(real tokens, token positions computed by the per-token layers) of `encode_columns`
-        on a batch's columns; unpadded, the two are equal (attention is not counted)."""
-        real = sum(int(f["attention_mask"].sum()) for f in columns)
+        on a batch's columns; unpadded, the two are equal (attention is not counted).
+        `lengths`: the rows' lengths per column as the batch carries them on the host; without
+        them they are read from the device once."""
+        if lengths is None:
+            flat = torch.cat([f["attention_mask"].sum(dim=1) for f in columns]).tolist()
+            counts = [f["attention_mask"].shape[0] for f in columns]
+            lengths = [flat[sum(counts[:i]) : sum(counts[: i + 1])] for i in range(len(counts))]
+        real = sum(sum(rows) for rows in lengths)
         if self.encoder.runs_unpadded():
             return real, real
         computed = 0
         for members in self._column_sets(columns):
-            masks = [columns[i]["attention_mask"] for i in members]
-            budget = self.group_budget(masks[0].device)
+            mask = columns[members[0]]["attention_mask"]
+            budget = self.group_budget(mask.device)
             if budget is None:
-                computed += sum(m.numel() for m in masks)
+                computed += sum(columns[i]["attention_mask"].numel() for i in members)
                 continue
-            lengths = torch.cat([m.sum(dim=1) for m in masks]).sort(descending=True).values.tolist()
+            rows = sorted((n for i in members for n in lengths[i]), reverse=True)
             start = 0
-            for size in group_sizes(lengths, budget):
-                computed += lengths[start] * size
+            for size in group_sizes(rows, budget):
+                computed += rows[start] * size
                 start += size
         return real, computed
 
@@ -300,22 +329,48 @@ class EmbeddingModule(L.LightningModule):
             embeddings, extra = self.embed(batch, loss_fn)
             value = loss_fn(embeddings, batch.labels, **extra)
         else:
-            value = self.cached_step(batch, loss_fn)
+            value = self.cached_backward(batch, loss_fn)
         total = total_loss(value)
-        if not self.finite(total, batch, batch_idx):
+        if not self.agree_and_log(batch, batch_idx, value, total):
             return None
-        self.log_loss(batch, value, total)
-        return total if self.mini_batch_size is None else None
+        if self.mini_batch_size is not None:
+            self.cached_optimizer_step()
+            return None
+        return total + self.idle_loss_term(loss_fn)
 
-    def finite(self, total: Tensor, batch: Batch, batch_idx: int) -> bool:
-        """False (skip) or an error for a non-finite loss; under DDP every rank agrees, so a
-        batch skipped on one rank is skipped on all of them (a lone skip would hang DDP)."""
-        here = not bool(torch.isfinite(total))
-        bad = torch.tensor([float(here)], device=total.device)
-        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-            dist.all_reduce(bad, op=dist.ReduceOp.MAX)
-        if not bool(bad):
-            return True
+    def agree_and_log(
+        self, batch: Batch, batch_idx: int, value: Tensor | dict[str, Tensor], total: Tensor
+    ) -> bool:
+        """The once-per-step agreement of all ranks, in one collective and one host read: is
+        the loss finite everywhere, was any rank sent SIGTERM (`CheckpointOnSigterm` stops
+        them all after this batch), and the loss values averaged over ranks (the loss of the
+        global batch: every rank draws the same dataset at a step), which are then logged.
+
+        A non-finite loss raises (naming the dataset and batch) or, with nan_policy="skip",
+        skips the batch on every rank (a lone skip would hang DDP); returns False then."""
+        sigterm = [cb for cb in self._callbacks() if isinstance(cb, CheckpointOnSigterm)]
+        parts = value if isinstance(value, dict) else {}
+        here = not bool(torch.isfinite(total)) if total.device.type == "cpu" else None
+        flags, means = agree(
+            [~torch.isfinite(total), any(cb.signalled for cb in sigterm)],
+            [total.detach(), *(v.detach() for v in parts.values())],
+        )
+        bad, stop = flags
+        for cb in sigterm:
+            cb.agreed = stop
+        if bad:
+            self.skip_or_raise(batch, batch_idx, total, here)
+            return False
+        size = batch.size
+        self.log("train/loss", means[0], prog_bar=True, batch_size=size)
+        self.log(f"train/loss/{batch.dataset}", means[0], batch_size=size)
+        for name, mean in zip(parts, means[1:], strict=True):
+            self.log(f"train/loss/{batch.dataset}/{name}", mean, batch_size=size)
+        return True
+
+    def skip_or_raise(self, batch: Batch, batch_idx: int, total: Tensor, here: bool | None) -> None:
+        if here is None:  # on an accelerator, read only now that something is wrong
+            here = not bool(torch.isfinite(total))
         where = "" if here else " on another rank"
         message = (
             f"Non-finite loss{where} ({total.item()} here) on dataset {batch.dataset!r}, batch "
@@ -328,23 +383,42 @@ class EmbeddingModule(L.LightningModule):
         if self.mini_batch_size is not None:
             for opt in self._optimizer_list():
                 opt.zero_grad(set_to_none=True)
-        return False
 
-    def log_loss(self, batch: Batch, value: Tensor | dict[str, Tensor], total: Tensor) -> None:
-        """Logs the loss averaged over ranks: the loss of the global batch (every rank draws
-        the same dataset at a step, so the per-dataset keys agree across ranks)."""
-        size = batch.size
-        sync = self.trainer.world_size > 1 if self._trainer is not None else False
-        self.log("train/loss", total, prog_bar=True, batch_size=size, sync_dist=sync)
-        self.log(f"train/loss/{batch.dataset}", total, batch_size=size, sync_dist=sync)
-        if isinstance(value, dict):
-            for name, part in value.items():
-                key = f"train/loss/{batch.dataset}/{name}"
-                self.log(key, part, batch_size=size, sync_dist=sync)
+    def _callbacks(self) -> list[Any]:
+        trainer: Any = self._trainer
+        return list(trainer.callbacks) if trainer is not None else []
 
-    def cached_step(self, batch: Batch, loss_fn: EmbeddingLoss) -> Tensor | dict[str, Tensor]:
-        """Gradient caching with manual optimization; gradients are averaged over ranks here."""
-        opt = self._optimizer_list()[0]
+    def idle_loss_term(self, loss_fn: EmbeddingLoss) -> Tensor | float:
+        """Zero, as a function of the weights of the losses that this step does not use.
+
+        Under DDP every trainable parameter must receive a gradient in every backward pass.
+        A loss with weights of its own (SoftmaxLoss' classifier) is used only on its
+        dataset's steps; on other steps this term hands its weights a zero gradient, and
+        `on_before_optimizer_step` removes that gradient again before the optimizer sees it,
+        so they are stepped exactly as in a single process (not at all). Every rank draws the
+        same dataset at a step, so every rank adds the same term. Cheaper than
+        `find_unused_parameters`, which walks the autograd graph on every step."""
+        strategy = self._trainer.strategy if self._trainer is not None else None
+        if not isinstance(getattr(strategy, "model", None), DistributedDataParallel):
+            return 0.0
+        used = {id(p) for p in loss_fn.parameters()}
+        self._used |= used
+        idle = [p for p in self.losses.parameters() if p.requires_grad and id(p) not in used]
+        if not idle:
+            return 0.0
+        self._idle |= {id(p) for p in idle}
+        return torch.stack([p.sum() for p in idle]).sum() * 0.0
+
+    def on_before_optimizer_step(self, optimizer: Any) -> None:
+        if self._idle:
+            for p in self.losses.parameters():
+                if id(p) in self._idle and id(p) not in self._used:
+                    p.grad = None
+        self._idle.clear()
+        self._used.clear()
+
+    def cached_backward(self, batch: Batch, loss_fn: EmbeddingLoss) -> Tensor | dict[str, Tensor]:
+        """Gradient caching: the batch's gradients accumulated in `.grad`, without syncing."""
         extra = {"guide_embeddings": self.guide(batch, loss_fn)} if loss_fn.needs_guide else {}
         embed = self.encoder.forward_layers if loss_fn.needs_layers else self.encoder
 
@@ -354,7 +428,7 @@ class EmbeddingModule(L.LightningModule):
         # No gradient sync inside the cached backward passes; `average_gradients` does it once.
         no_sync = getattr(self.trainer.strategy, "block_backward_sync", nullcontext)
         with no_sync():
-            value = cached_backward(
+            return cached_backward(
                 embed,
                 loss_call,
                 batch.features,
@@ -363,17 +437,22 @@ class EmbeddingModule(L.LightningModule):
                 loss_scale=1.0 / self.accumulate_grad_batches,
                 layers=loss_fn.needs_layers,
             )
+
+    def cached_optimizer_step(self) -> None:
+        """After a cached backward whose loss all ranks found finite: at the end of each
+        accumulation window, average, clip and step."""
         self.cached_batches += 1
-        if self.cached_batches % self.accumulate_grad_batches == 0:
-            self.average_gradients()
-            if self.gradient_clip_val:
-                self.clip_gradients(opt, gradient_clip_val=self.gradient_clip_val)
-            opt.step()
-            opt.zero_grad(set_to_none=True)
-            scheduler = self.lr_schedulers()
-            if scheduler is not None:
-                scheduler.step()  # type: ignore[union-attr]
-        return value
+        if self.cached_batches % self.accumulate_grad_batches:
+            return
+        opt = self._optimizer_list()[0]
+        self.average_gradients()
+        if self.gradient_clip_val:
+            self.clip_gradients(opt, gradient_clip_val=self.gradient_clip_val)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        scheduler = self.lr_schedulers()
+        if scheduler is not None:
+            scheduler.step()  # type: ignore[union-attr]
 
     def average_gradients(self) -> None:
         if fully_sharded(self._trainer):

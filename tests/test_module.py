@@ -191,9 +191,20 @@ def test_non_finite_loss_names_the_dataset(monkeypatch):
     module = EmbeddingModule(tiny_encoder(), {"d": losses.CoSENTLoss()})
     monkeypatch.setattr(EmbeddingModule, "current_epoch", 0)
     monkeypatch.setattr(EmbeddingModule, "global_step", 7)
+    logged = {}
+    monkeypatch.setattr(module, "log", lambda key, value, **kw: logged.__setitem__(key, value))
+    nan = torch.tensor(float("nan"))
     with pytest.raises(FloatingPointError, match="dataset 'd', batch 3"):
-        module.finite(torch.tensor(float("nan")), batch(module.encoder), 3)
-    assert module.finite(torch.tensor(1.0), batch(module.encoder), 3)
+        module.agree_and_log(batch(module.encoder), 3, nan, nan)
+    assert not logged
+    parts = {"a": torch.tensor(1.0), "b": torch.tensor(0.5)}
+    assert module.agree_and_log(batch(module.encoder), 3, parts, torch.tensor(1.5))
+    assert logged == {
+        "train/loss": 1.5,
+        "train/loss/d": 1.5,
+        "train/loss/d/a": 1.0,
+        "train/loss/d/b": 0.5,
+    }
 
 
 def test_bad_arguments():

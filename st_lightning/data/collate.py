@@ -5,6 +5,7 @@ from __future__ import annotations
 from bisect import bisect_right
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from datasets import Dataset
@@ -13,31 +14,48 @@ from torch import Tensor
 
 @dataclass
 class Batch:
-    """One training batch: the tokenized features of each input column, from one dataset."""
+    """One training batch: the tokenized features of each input column, from one dataset.
+
+    A column's features are tensors plus, where a prompt is excluded from pooling, the plain
+    int `prompt_length` (an int, not a tensor: reading it never waits for the device, and
+    columns with different prompt lengths are never merged into one forward)."""
 
     dataset: str
-    features: list[dict[str, Tensor]]
+    features: list[dict[str, Any]]
     labels: Tensor | None = None
     texts: list[list[str]] | None = None  # raw texts per column, when a loss needs them
+    # Row lengths per column, kept on the host: token accounting reads them without waiting
+    # for the device.
+    lengths: list[list[int]] | None = None
 
     @property
     def size(self) -> int:
         return int(self.features[0]["input_ids"].shape[0])
 
-    def to(self, device: torch.device | str, non_blocking: bool = False) -> Batch:
+    def to(self, device: torch.device | str, non_blocking: bool | None = None) -> Batch:
+        """Move the tensors to `device`. Copies to a CUDA device do not block the host (the
+        loader pins the batches there), so the next batch is prepared during this step."""
+        if non_blocking is None:
+            non_blocking = torch.device(device).type == "cuda"
         self.features = [
-            {k: v.to(device, non_blocking=non_blocking) for k, v in f.items()}
-            for f in self.features
+            {k: _to(v, device, non_blocking) for k, v in f.items()} for f in self.features
         ]
         if self.labels is not None:
             self.labels = self.labels.to(device, non_blocking=non_blocking)
         return self
 
     def pin_memory(self) -> Batch:
-        self.features = [{k: v.pin_memory() for k, v in f.items()} for f in self.features]
+        self.features = [
+            {k: v.pin_memory() if isinstance(v, Tensor) else v for k, v in f.items()}
+            for f in self.features
+        ]
         if self.labels is not None:
             self.labels = self.labels.pin_memory()
         return self
+
+
+def _to(value: Any, device: torch.device | str, non_blocking: bool) -> Any:
+    return value.to(device, non_blocking=non_blocking) if isinstance(value, Tensor) else value
 
 
 def pad(rows: Sequence[Sequence[int]], pad_id: int) -> tuple[Tensor, Tensor]:
@@ -112,19 +130,20 @@ class BatchCollator:
         if self.with_texts:
             wanted += list(source.inputs)
         table = source.data.select_columns(wanted)[rows]
-        features = []
+        features, lengths = [], []
         for col in columns:
             ids, mask = pad(table[col], self.pad_id)
-            f = {"input_ids": ids, "attention_mask": mask}
+            lengths.append([len(row) for row in table[col]])
+            f: dict[str, Any] = {"input_ids": ids, "attention_mask": mask}
             if self.token_type_ids:
                 f["token_type_ids"] = torch.zeros_like(ids)
             features.append(f)
         for f, length in zip(features, source.prompt_lengths, strict=True):
             if length:
-                f["prompt_length"] = torch.tensor(length)
+                f["prompt_length"] = int(length)
         labels = torch.tensor(table[source.label]) if source.label else None
         texts = [table[c] for c in source.inputs] if self.with_texts else None
-        return Batch(source.name, features, labels, texts)
+        return Batch(source.name, features, labels, texts, lengths)
 
 
 def identity(batch: Batch) -> Batch:

@@ -41,7 +41,7 @@ def tiny_encoder(
     )
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        backbone = BertModel(config, add_pooling_layer=False)
+        backbone = BertModel(config)  # with its pooler, as real BERT checkpoints have
         pooling = Pooling(hidden_size, pooling_mode)
         dense = [Dense(pooling.output_dimension, dense_dim)] if dense_dim else []
     return SentenceEncoder(

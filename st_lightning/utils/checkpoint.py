@@ -61,6 +61,9 @@ class CheckpointOnSigterm(L.Callback):
     def __init__(self, dirpath: str | Path) -> None:
         self.dirpath = Path(dirpath)
         self.signalled = False
+        # Set by `EmbeddingModule` in each training step, where the ranks' agreement on the
+        # signal shares one collective with the loss check; None when a step did not agree.
+        self.agreed: bool | None = None
 
     def note(self, signum: int, frame: FrameType | None) -> None:
         self.signalled = True
@@ -72,8 +75,9 @@ class CheckpointOnSigterm(L.Callback):
             signal.signal(signal.SIGTERM, self.note)
 
     def on_train_batch_end(self, trainer: L.Trainer, *args: Any, **kwargs: Any) -> None:
-        stop = self.signalled
-        if trainer.world_size > 1 and dist.is_available() and dist.is_initialized():
+        agreed, self.agreed = self.agreed, None
+        stop = self.signalled if agreed is None else agreed
+        if agreed is None and trainer.world_size > 1 and dist.is_initialized():
             flag = torch.tensor([float(stop)], device=trainer.strategy.root_device)
             dist.all_reduce(flag, op=dist.ReduceOp.MAX)
             stop = bool(flag.item())

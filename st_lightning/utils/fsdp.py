@@ -20,6 +20,7 @@ from contextlib import contextmanager
 from typing import Any, TypeVar
 
 import lightning as L
+import torch
 from lightning.pytorch.strategies import FSDPStrategy, ModelParallelStrategy
 from torch import nn
 
@@ -89,11 +90,27 @@ def transformer_layers(backbone: nn.Module) -> list[nn.Module]:
     return max(lists, key=len) if lists else []
 
 
-def shard_module(encoder: nn.Module, losses: Iterable[nn.Module], mesh: Any) -> None:
+def mixed_precision_policy(precision: Any) -> Any:
+    """FSDP2's policy for a trainer precision: under "bf16-mixed", weights are gathered and
+    used in bf16 (half the all-gather traffic) and gradients reduced in float32 into the
+    float32 shards the optimizer steps; None (float32 throughout) otherwise."""
+    if str(precision) != "bf16-mixed":
+        return None
+    from torch.distributed.fsdp import MixedPrecisionPolicy
+
+    return MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
+
+
+def shard_module(
+    encoder: nn.Module, losses: Iterable[nn.Module], mesh: Any, mp_policy: Any = None
+) -> None:
     """Shard `encoder` (each transformer layer its own unit, then the rest) and each loss with
     trainable weights over `mesh`. Idempotent. Ranks must then run the same forward calls, so
-    the caller keeps the number of encoder calls per step independent of the data."""
+    the caller keeps the number of encoder calls per step independent of the data.
+    `mp_policy`: an FSDP2 `MixedPrecisionPolicy` for every unit (see `mixed_precision_policy`)."""
     from torch.distributed.fsdp import FSDPModule, fully_shard, register_fsdp_forward_method
+
+    extra = {"mp_policy": mp_policy} if mp_policy is not None else {}
 
     if isinstance(encoder, FSDPModule):
         return
@@ -101,13 +118,13 @@ def shard_module(encoder: nn.Module, losses: Iterable[nn.Module], mesh: Any) -> 
     layers = transformer_layers(backbone)
     packed = unpadded.supports(backbone)
     for layer in layers:
-        fully_shard(layer, mesh=mesh)
+        fully_shard(layer, mesh=mesh, **extra)
         if packed:
             # The unpadded forward calls the layer's parts, not its forward: register the
             # packed step as a forward method so FSDP gathers the layer's weights around it.
             setattr(layer, unpadded.PACKED_FORWARD, types.MethodType(unpadded.packed_layer, layer))
             register_fsdp_forward_method(layer, unpadded.PACKED_FORWARD)
-    fully_shard(encoder, mesh=mesh)
+    fully_shard(encoder, mesh=mesh, **extra)
     register_fsdp_forward_method(encoder, "forward_layers")
     units = len(layers) + 1
     seen: set[int] = set()
@@ -116,7 +133,7 @@ def shard_module(encoder: nn.Module, losses: Iterable[nn.Module], mesh: Any) -> 
             continue
         seen.add(id(loss))
         if any(p.requires_grad for p in loss.parameters()):
-            fully_shard(loss, mesh=mesh)
+            fully_shard(loss, mesh=mesh, **extra)
             units += 1
     log.info("FSDP: sharded the model in %d units over %d ranks", units, mesh.size())
 

@@ -42,8 +42,10 @@ class ThroughputMonitor(L.Callback):
         if not features or seconds <= 0:
             return
         counts = getattr(pl_module, "token_counts", None)
+        # Row lengths the batch carries on the host: no wait for the device here.
+        lengths = getattr(batch, "lengths", None)
         if counts is not None:  # what the step computes, with its length grouping
-            real, padded = counts(features)
+            real, padded = counts(features, lengths)
         else:
             real = sum(int(f["attention_mask"].sum()) for f in features)
             padded = sum(f["attention_mask"].numel() for f in features)
