@@ -399,8 +399,9 @@ class EmbeddingModule(L.LightningModule):
         same dataset at a step, so every rank adds the same term. Cheaper than
         `find_unused_parameters`, which walks the autograd graph on every step."""
         strategy = self._trainer.strategy if self._trainer is not None else None
-        if not isinstance(getattr(strategy, "model", None), DistributedDataParallel):
-            return 0.0
+        wrapper = getattr(strategy, "model", None)
+        if not isinstance(wrapper, DistributedDataParallel) or wrapper.find_unused_parameters:
+            return 0.0  # no DDP, or DDP searching for unused parameters itself
         used = {id(p) for p in loss_fn.parameters()}
         self._used |= used
         idle = [p for p in self.losses.parameters() if p.requires_grad and id(p) not in used]

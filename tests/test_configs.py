@@ -100,3 +100,37 @@ def test_group_files_swap_into_smoke(group):
 def test_unknown_experiment_is_named():
     with pytest.raises(Exception, match="nli_tripplet"):
         compose_cfg(["+experiment=nli_tripplet"])
+
+
+def readme_training_commands(section: str) -> list[list[str]]:
+    """The Hydra overrides of every `st_lightning.train` command in the README's code blocks
+    under `section` (continuation lines joined, launcher flags and comments dropped)."""
+    text = (CONF.parent / "README.md").read_text()
+    part = text[text.index(section) :]
+    block = part[part.index("```bash") + 7 : part.index("```", part.index("```bash") + 7)]
+    commands = []
+    for command in block.replace("\\\n", " ").splitlines():
+        command = command.split("#", 1)[0].strip()
+        if "st_lightning.train" not in command:
+            continue
+        words = command.split("st_lightning.train", 1)[1].split()
+        commands.append([w.replace("$SLURM_JOB_ID", "1234") for w in words])
+    return commands
+
+
+# Where each README multi-GPU command runs on CPUs (gloo, 2 processes, a few steps, the real
+# model): tests/test_real_model_distributed.py. Here each is composed as written and bound.
+MULTI_GPU = readme_training_commands("Multi-GPU and clusters")
+
+
+@pytest.mark.parametrize("overrides", MULTI_GPU, ids=[" ".join(c[1:3]) for c in MULTI_GPU])
+def test_readme_multi_gpu_commands_compose_and_bind(overrides):
+    cfg = compose_cfg(overrides)
+    assert cfg.trainer.accelerator == "gpu" and cfg.trainer.devices == 8
+    assert cfg.trainer.precision == "bf16-mixed"
+    assert check_binds(cfg) >= 5
+
+
+def test_readme_lists_the_multi_gpu_commands():
+    assert len(MULTI_GPU) == 4  # one node, torchrun, SLURM, FSDP
+    assert {"trainer=ddp", "trainer=fsdp"} <= {w for c in MULTI_GPU for w in c}

@@ -192,7 +192,9 @@ def test_non_finite_loss_names_the_dataset(monkeypatch):
     monkeypatch.setattr(EmbeddingModule, "current_epoch", 0)
     monkeypatch.setattr(EmbeddingModule, "global_step", 7)
     logged = {}
-    monkeypatch.setattr(module, "log", lambda key, value, **kw: logged.__setitem__(key, value))
+    monkeypatch.setattr(
+        module, "log", lambda key, value, **kw: logged.__setitem__(key, float(value))
+    )
     nan = torch.tensor(float("nan"))
     with pytest.raises(FloatingPointError, match="dataset 'd', batch 3"):
         module.agree_and_log(batch(module.encoder), 3, nan, nan)

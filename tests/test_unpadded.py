@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 
+import numpy as np
 import pytest
 import torch
 from transformers import DistilBertConfig, DistilBertModel
@@ -100,3 +101,46 @@ def test_training_step_with_and_without_unpadding():
     scale = torch.sqrt(sum(g.norm() ** 2 for g in grads[0].values()))
     for name, g in grads[0].items():
         assert (grads[1][name] - g).norm() <= 1e-5 * scale, name
+
+
+def reference_varlen(calls: list[int]):
+    """A variable-length attention kernel written plainly (one attention per sequence), standing
+    in on the CPU for flash-attn's or torch's CUDA kernel: same inputs, same output layout."""
+
+    def kernel(q, k, v, cu, longest, dropout_p, scale):
+        calls.append(longest)
+        bounds = cu.tolist()
+        assert cu.dtype == torch.int32 and longest >= max(np.diff(bounds))
+        out = []
+        for start, end in zip(bounds[:-1], bounds[1:], strict=True):
+            q_, k_, v_ = (t[start:end].transpose(0, 1) for t in (q, k, v))
+            out.append(torch.nn.functional.scaled_dot_product_attention(q_, k_, v_, scale=scale))
+        return torch.cat([o.transpose(0, 1) for o in out])
+
+    return kernel
+
+
+@pytest.mark.parametrize("model", ["minilm", "tiny_left_padded"])
+def test_variable_length_kernel_path_equals_the_padded_forward(model, minilm, monkeypatch):
+    """The packing, sequence offsets and head layout handed to a variable-length kernel (the
+    path CUDA takes in bf16) give the padded forward's embeddings and gradients."""
+    calls: list[int] = []
+    monkeypatch.setattr(unpadded, "varlen_kernel", lambda q, dropout: reference_varlen(calls))
+    if model == "minilm":
+        encoder = no_dropout(copy.deepcopy(minilm)).train()
+    else:
+        encoder = tiny_encoder(dropout=0.0).train()
+        encoder.tokenizer.padding_side = "left"
+    features = encoder.tokenize(TEXTS)
+    plain, plain_grads = embeddings_and_grads(encoder, features, False)
+    packed, packed_grads = embeddings_and_grads(encoder, features, True)
+    assert len(calls) == encoder.transformer.config.num_hidden_layers  # one call per layer
+    torch.testing.assert_close(packed, plain, rtol=1e-5, atol=1e-5)
+    for name, grad in plain_grads.items():
+        torch.testing.assert_close(packed_grads[name], grad, rtol=1e-4, atol=1e-5)
+
+
+def test_variable_length_kernel_is_only_chosen_where_it_exists():
+    q = torch.zeros(4, 2, 8)
+    assert unpadded.varlen_kernel(q, 0.0) is None  # CPU: padded groups
+    assert unpadded.varlen_kernel(q.bfloat16(), 0.0) is None

@@ -115,10 +115,72 @@ class _Groups:
         return torch.cat(outputs)[self.unsort]
 
 
+def varlen_kernel(q: Tensor, dropout: float) -> Any:
+    """A variable-length attention kernel for packed [tokens, heads, dim] inputs, or None.
+
+    On CUDA in bf16/fp16: flash-attn's `flash_attn_varlen_func` when the package is installed
+    (it applies attention dropout), else torch's own `varlen_attn` when no dropout is asked
+    for (evaluation, or attention_probs_dropout_prob=0). Then no row is padded at all. In
+    every other case (CPU, float32, dropout without flash-attn) attention runs in padded,
+    length-sorted groups."""
+    if q.device.type != "cuda" or q.dtype not in (torch.float16, torch.bfloat16):
+        return None
+    try:
+        from flash_attn import flash_attn_varlen_func
+    except ImportError:
+        flash_attn_varlen_func = None
+    if flash_attn_varlen_func is not None:
+
+        def flash(q, k, v, cu, longest, dropout_p, scale):  # type: ignore[no-untyped-def]
+            return flash_attn_varlen_func(
+                q, k, v, cu, cu, longest, longest, dropout_p=dropout_p, softmax_scale=scale
+            )
+
+        return flash
+    if dropout > 0:
+        return None
+    try:
+        from torch.nn.attention.varlen import varlen_attn
+    except ImportError:  # torch before 2.10
+        return None
+
+    def native(q, k, v, cu, longest, dropout_p, scale):  # type: ignore[no-untyped-def]
+        return varlen_attn(q, k, v, cu, cu, longest, longest, scale=scale)
+
+    return native
+
+
+class _Layout:
+    """Attention over the packed tokens of a batch: one variable-length kernel call where the
+    device has one (`varlen_kernel`), else padded length-sorted groups (`_Groups`, built on
+    first use)."""
+
+    def __init__(self, mask: Tensor, attention_tokens: int) -> None:
+        self.mask = mask
+        self.attention_tokens = attention_tokens
+        lengths = mask.sum(dim=1)
+        # Packed tokens are row after row, so each row's tokens are one contiguous run.
+        self.cu_seqlens = F.pad(lengths.cumsum(0, dtype=torch.int32), (1, 0))
+        # The kernels take the longest row to size their work; the padded width bounds it
+        # without a host read (the batch is padded to its longest row, so they are equal).
+        self.longest = mask.shape[1]
+        self.groups: _Groups | None = None
+
+    def attention(self, q: Tensor, k: Tensor, v: Tensor, heads: int, dropout: float, scale: float):
+        kernel = varlen_kernel(q, dropout)
+        if kernel is not None:
+            q_, k_, v_ = (t.view(t.shape[0], heads, -1) for t in (q, k, v))
+            out = kernel(q_, k_, v_, self.cu_seqlens, self.longest, dropout, scale)
+            return out.reshape(q.shape[0], -1)
+        if self.groups is None:
+            self.groups = _Groups(self.mask, self.attention_tokens)
+        return self.groups.attention(q, k, v, heads, dropout, scale)
+
+
 PACKED_FORWARD = "packed_forward"
 
 
-def packed_layer(layer: Any, x: Tensor, groups: _Groups) -> Tensor:
+def packed_layer(layer: Any, x: Tensor, groups: _Layout) -> Tensor:
     """One BertLayer on packed tokens [tokens, hidden]: what the layer's own forward computes
     for the real positions of the padded batch."""
     attention = layer.attention.self
@@ -154,7 +216,7 @@ def bert_token_embeddings(
     else:
         x = x + emb.token_type_embeddings.weight[0]
     x = emb.dropout(emb.LayerNorm(x))
-    groups = _Groups(mask, attention_tokens)
+    groups = _Layout(mask, attention_tokens)
     for layer in model.encoder.layer:
         # A layer sharded by FSDP carries `packed_forward` (registered as one of its forward
         # methods, so its parameters are gathered around the call); others run it directly.

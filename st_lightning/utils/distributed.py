@@ -16,14 +16,13 @@ def world_size() -> int:
     return 1
 
 
-def agree(
-    flags: Sequence[Tensor | bool], values: Sequence[Tensor]
-) -> tuple[list[bool], list[float]]:
-    """(whether each flag is set on any rank, each value averaged over ranks).
+def agree(flags: Sequence[Tensor | bool], values: Sequence[Tensor]) -> tuple[list[bool], Tensor]:
+    """(whether each flag is set on any rank, the values averaged over ranks).
 
-    Flags and values travel in one tensor: one all-reduce and one host read per call, however
-    many there are. Flags given as Python bools are filled on the device (no host-to-device
-    copy); `values` are scalars on one device."""
+    Flags and values travel in one tensor: one all-reduce and one host read (of the flags)
+    per call, however many there are. Flags given as Python bools are filled on the device
+    (no host-to-device copy); `values` are scalars on one device and come back as one tensor
+    there, so logging them needs no copy either."""
     device = values[0].device
     parts = [
         f.reshape(1).float() if isinstance(f, Tensor) else torch.full((1,), float(f), device=device)
@@ -33,5 +32,5 @@ def agree(
     world = world_size()
     if world > 1:
         dist.all_reduce(packed)
-    host = packed.tolist()  # the one host read
-    return [x > 0 for x in host[: len(flags)]], [x / world for x in host[len(flags) :]]
+    raised = packed[: len(flags)].tolist()  # the one host read
+    return [x > 0 for x in raised], packed[len(flags) :] / world

@@ -1,0 +1,36 @@
+"""The benchmark scripts run: the GPU check's dry run takes its whole code path on the CPU."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+from conftest import REPO
+from dist_helpers import run_env
+
+
+@pytest.mark.slow
+def test_gpu_check_dry_run_writes_its_table(tmp_path):
+    out = tmp_path / "gpu_dry_run"
+    proc = subprocess.run(
+        [sys.executable, "benchmarks/gpu.py", "--dry-run", "--out", str(out)],
+        cwd=REPO,
+        env=run_env(REPO),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    results = json.loads(out.with_suffix(".json").read_text())
+    assert results["dry_run"] and results["tests"]["returncode"] == 0
+    assert "skipped" in results["tests"]["summary"]  # collected, skipped without CUDA
+    runs = results["cases"]["tiny_b8"]["throughput_runs"]
+    for impl in ("reference", "ours"):
+        assert runs[impl][0]["samples_per_s"] > 0 and runs[impl][0]["steps_timed"] == 2
+    assert runs["ours"][0]["padding_fraction"] == 0.0  # the unpadded forward
+    assert runs["reference"][0]["padding_fraction"] > 0.2
+    assert set(results["budgets"]) == {"256", "1024"}
+    table = out.with_suffix(".md").read_text()
+    assert "| tiny_b8 | 8 | st_lightning |" in table and "share of peak" in table
