@@ -550,6 +550,20 @@ class EmbeddingModule(L.LightningModule):
                 "The checkpoint belongs to another model; (checkpoint, this run) differ in "
                 f"{diff}. Resume with the same model and losses, or start a new run."
             )
+        saved_groups = [
+            g["params"]
+            for s in checkpoint.get("optimizer_states", [])
+            for g in s.get("param_groups", [])
+        ]
+        trained = sum(len(g["params"]) for g in self.parameter_groups())
+        if saved_groups and sum(map(len, saved_groups)) != trained:
+            raise ValueError(
+                f"The checkpoint's optimizer state holds {sum(map(len, saved_groups))} "
+                f"parameters, and this run trains {trained}. Checkpoints written before "
+                "st_lightning stopped training weights the embeddings never use (BERT's pooler) "
+                "cannot be resumed: export it (python -m st_lightning.export CKPT OUT) and "
+                "start a new run from the exported folder."
+            )
         state = checkpoint["st_lightning"]
         rng = state.get("rng")
         if rng:
