@@ -57,6 +57,21 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def torchrun_node(node_rank: int, port: int, nodes: int = 2) -> list[str]:
+    """The launcher of one "node" of one process on 127.0.0.1 under torchrun; append
+    `-m st_lightning.train ...`."""
+    return [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        f"--nnodes={nodes}",
+        "--nproc-per-node=1",
+        f"--node-rank={node_rank}",
+        "--master-addr=127.0.0.1",
+        f"--master-port={port}",
+    ]
+
+
 def run_env(repo: Path, **extra: str) -> dict[str, str]:
     """The environment of a `python -m st_lightning.train` subprocess: repo-relative data paths,
     gloo on loopback, one thread per process (several processes share 2 cores)."""

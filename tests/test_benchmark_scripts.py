@@ -34,3 +34,15 @@ def test_gpu_check_dry_run_writes_its_table(tmp_path):
     assert set(results["budgets"]) == {"256", "1024"}
     table = out.with_suffix(".md").read_text()
     assert "| tiny_b8 | 8 | st_lightning |" in table and "share of peak" in table
+
+
+def test_cpu_benchmark_describes_bf16_from_what_it_measured():
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    import vs_sentence_transformers as bench
+
+    emulated = {"fp32": 183.0, "bf16": 1.3}
+    units = {"fp32": 183.0, "bf16": 748.0}
+    assert not bench.bf16_is_fast(emulated) and bench.bf16_is_fast(units)
+    assert "no bf16 units" in bench.describe_cpu(emulated)
+    text = bench.describe_cpu(units)
+    assert "4.1x as fast as float32" in text and "no bf16 units" not in text

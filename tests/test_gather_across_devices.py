@@ -48,6 +48,7 @@ def step(model, encoder, loss, rows):
 def worker(rank: int, world: int, init_file: str, out: str, name: str) -> None:
     init_gloo(rank, world, init_file)
     encoder = tiny_encoder(dropout=0.0, seed=1)
+    encoder.freeze_unused()  # the pooler, as EmbeddingModule does: DDP needs every grad
     model = DistributedDataParallel(encoder)
     value = step(model, encoder, {**LOSSES, **CONTROL}[name](True), range(rank * B, (rank + 1) * B))
     dist.all_reduce(value)  # DDP averages gradients; the global loss is the mean too

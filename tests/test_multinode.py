@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 from conftest import REPO
-from dist_helpers import assert_same_weights, free_port, losses_by_step, run_env
+from dist_helpers import assert_same_weights, free_port, losses_by_step, run_env, torchrun_node
 
 PER_RANK = 4
 COMMON = [
@@ -57,14 +57,7 @@ def test_two_nodes_under_torchrun_equal_one_process(tmp_path):
     nodes = []
     for node_rank in range(2):
         cmd = [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--nnodes=2",
-            "--nproc-per-node=1",
-            f"--node-rank={node_rank}",
-            "--master-addr=127.0.0.1",
-            f"--master-port={port}",
+            *torchrun_node(node_rank, port),
             "-m",
             "st_lightning.train",
             *COMMON,

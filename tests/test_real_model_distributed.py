@@ -23,7 +23,14 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import MINILM, REPO
-from dist_helpers import assert_same_weights, free_port, losses_by_step, run_env, stop_when
+from dist_helpers import (
+    assert_same_weights,
+    free_port,
+    losses_by_step,
+    run_env,
+    stop_when,
+    torchrun_node,
+)
 from safetensors.torch import load_file
 
 from st_lightning.encoders import SentenceEncoder
@@ -106,14 +113,7 @@ def test_two_nodes_under_torchrun_equal_two_processes(ddp_run, tmp_path):
     nodes = []
     for rank in range(2):
         cmd = [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--nnodes=2",
-            "--nproc-per-node=1",
-            f"--node-rank={rank}",
-            "--master-addr=127.0.0.1",
-            f"--master-port={port}",
+            *torchrun_node(rank, port),
             "-m",
             "st_lightning.train",
             *NLI,

@@ -45,7 +45,8 @@ def supports(model: nn.Module) -> bool:
 # Token positions per forward pass of the length grouping under length_group_tokens="auto"
 # (EmbeddingModule) and attention_tokens="auto" (SentenceEncoder).
 # On 2 CPU cores 384-768 were equally fast for all-MiniLM-L6-v2 and 16 rows per pass was 25%
-# slower (benchmarks/length_grouping.py); accelerators want bigger matrices (not yet measured).
+# slower (benchmarks/length_grouping.py); accelerators want bigger matrices: 16384 is chosen,
+# not measured (docs/distributed.md; benchmarks/gpu.py measures it on a GPU).
 CPU_GROUP_TOKENS = 512
 ACCELERATOR_GROUP_TOKENS = 16384
 
