@@ -57,19 +57,30 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def torchrun_node(node_rank: int, port: int, nodes: int = 2) -> list[str]:
-    """The launcher of one "node" of one process on 127.0.0.1 under torchrun; append
-    `-m st_lightning.train ...`."""
-    return [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        f"--nnodes={nodes}",
-        "--nproc-per-node=1",
-        f"--node-rank={node_rank}",
-        "--master-addr=127.0.0.1",
-        f"--master-port={port}",
-    ]
+def train_on_two_nodes(
+    overrides: list[str], out: Path, cwd: Path, env: dict[str, str]
+) -> list[str]:
+    """`python -m st_lightning.train` as two torchrun "nodes" of one CPU process each on
+    127.0.0.1 (`trainer=ddp`, gloo), writing to `out/node0` and `out/node1`; returns both
+    outputs once both succeeded."""
+    port = free_port()
+    nodes = []
+    for rank in range(2):
+        cmd = [
+            *(sys.executable, "-m", "torch.distributed.run", "--nnodes=2", "--nproc-per-node=1"),
+            *(f"--node-rank={rank}", "--master-addr=127.0.0.1", f"--master-port={port}"),
+            *("-m", "st_lightning.train", *overrides, "trainer=ddp", "trainer.accelerator=cpu"),
+            *("trainer.devices=1", "trainer.num_nodes=2", f"hydra.run.dir={out / f'node{rank}'}"),
+        ]
+        nodes.append(
+            subprocess.Popen(
+                cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+            )
+        )
+    outputs = [node.communicate(timeout=600)[0] for node in nodes]
+    for node, output in zip(nodes, outputs, strict=True):
+        assert node.returncode == 0, output[-4000:]
+    return outputs
 
 
 def run_env(repo: Path, **extra: str) -> dict[str, str]:

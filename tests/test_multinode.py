@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 from conftest import REPO
-from dist_helpers import assert_same_weights, free_port, losses_by_step, run_env, torchrun_node
+from dist_helpers import assert_same_weights, losses_by_step, run_env, train_on_two_nodes
 
 PER_RANK = 4
 COMMON = [
@@ -53,35 +53,12 @@ def test_two_nodes_under_torchrun_equal_one_process(tmp_path):
     )
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
 
-    port = free_port()
-    nodes = []
-    for node_rank in range(2):
-        cmd = [
-            *torchrun_node(node_rank, port),
-            "-m",
-            "st_lightning.train",
-            *COMMON,
-            f"data.batch_size={PER_RANK}",
-            "trainer=ddp",
-            "trainer.accelerator=cpu",
-            "trainer.precision=32-true",
-            "trainer.devices=1",
-            "trainer.num_nodes=2",
-            f"hydra.run.dir={tmp_path / f'node{node_rank}'}",
-        ]
-        nodes.append(
-            subprocess.Popen(
-                cmd,
-                cwd=REPO,
-                env=run_env(REPO, OMP_NUM_THREADS="1"),
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                text=True,
-            )
-        )
-    outputs = [node.communicate(timeout=400)[0] for node in nodes]
-    for node, output in zip(nodes, outputs, strict=True):
-        assert node.returncode == 0, output[-4000:]
+    outputs = train_on_two_nodes(
+        [*COMMON, f"data.batch_size={PER_RANK}", "trainer.precision=32-true"],
+        tmp_path,
+        REPO,
+        run_env(REPO, OMP_NUM_THREADS="1"),
+    )
     # Lightning's own DDP set-up, from torchrun's environment: one member per node.
     assert "MEMBER: 1/2" in outputs[0] and "MEMBER: 2/2" in outputs[1]
     node0 = tmp_path / "node0"

@@ -25,11 +25,10 @@ import torch
 from conftest import MINILM, REPO
 from dist_helpers import (
     assert_same_weights,
-    free_port,
     losses_by_step,
     run_env,
     stop_when,
-    torchrun_node,
+    train_on_two_nodes,
 )
 from safetensors.torch import load_file
 
@@ -109,29 +108,7 @@ def test_fsdp_command_trains_what_ddp_does(ddp_run, tmp_path):
 
 def test_two_nodes_under_torchrun_equal_two_processes(ddp_run, tmp_path):
     """The README's torchrun command with two "nodes" of one process each on 127.0.0.1."""
-    port = free_port()
-    nodes = []
-    for rank in range(2):
-        cmd = [
-            *torchrun_node(rank, port),
-            "-m",
-            "st_lightning.train",
-            *NLI,
-            "trainer=ddp",
-            "trainer.accelerator=cpu",
-            "trainer.devices=1",
-            "trainer.num_nodes=2",
-            f"data.batch_size={PER_RANK}",
-            f"hydra.run.dir={tmp_path / f'node{rank}'}",
-        ]
-        nodes.append(
-            subprocess.Popen(
-                cmd, cwd=REPO, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-            )
-        )
-    outputs = [node.communicate(timeout=600)[0] for node in nodes]
-    for node, output in zip(nodes, outputs, strict=True):
-        assert node.returncode == 0, output[-4000:]
+    train_on_two_nodes([*NLI, f"data.batch_size={PER_RANK}"], tmp_path, REPO, ENV)
     node0 = tmp_path / "node0"
     assert_same_losses(node0, ddp_run, rel=1e-5)
     assert_same_weights(node0 / "final", ddp_run / "final", rtol=1e-5)
