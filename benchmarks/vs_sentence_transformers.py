@@ -49,7 +49,6 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
-MODEL_ID = "sentence-transformers/all-MiniLM-L6-v2"
 SEED = 12345
 MAX_LENGTH = 128
 WORKLOADS: dict[str, dict[str, Any]] = {

@@ -132,8 +132,9 @@ class BatchCollator:
         table = source.data.select_columns(wanted)[rows]
         features, lengths = [], []
         for col in columns:
-            ids, mask = pad(table[col], self.pad_id)
-            lengths.append([len(row) for row in table[col]])
+            token_ids = table[col]
+            ids, mask = pad(token_ids, self.pad_id)
+            lengths.append([len(row) for row in token_ids])
             f: dict[str, Any] = {"input_ids": ids, "attention_mask": mask}
             if self.token_type_ids:
                 f["token_type_ids"] = torch.zeros_like(ids)
