@@ -23,7 +23,7 @@ from st_lightning.encoders.unpadded import group_sizes, resolve_budget
 from st_lightning.losses.base import EmbeddingLoss
 from st_lightning.losses.gradcache import cached_backward, total_loss
 from st_lightning.utils.checkpoint import CheckpointOnSigterm
-from st_lightning.utils.distributed import agree
+from st_lightning.utils.distributed import agree, world_size
 from st_lightning.utils.fsdp import fully_sharded, mixed_precision_policy, shard_module
 
 log = logging.getLogger(__name__)
@@ -350,7 +350,6 @@ class EmbeddingModule(L.LightningModule):
         skips the batch on every rank (a lone skip would hang DDP); returns False then."""
         sigterm = [cb for cb in self._callbacks() if isinstance(cb, CheckpointOnSigterm)]
         parts = value if isinstance(value, dict) else {}
-        here = not bool(torch.isfinite(total)) if total.device.type == "cpu" else None
         flags, means = agree(
             [~torch.isfinite(total), any(cb.signalled for cb in sigterm)],
             [total.detach(), *(v.detach() for v in parts.values())],
@@ -359,7 +358,7 @@ class EmbeddingModule(L.LightningModule):
         for cb in sigterm:
             cb.agreed = stop
         if bad:
-            self.skip_or_raise(batch, batch_idx, total, here)
+            self.skip_or_raise(batch, batch_idx, total)
             return False
         size = batch.size
         self.log("train/loss", means[0], prog_bar=True, batch_size=size)
@@ -368,9 +367,8 @@ class EmbeddingModule(L.LightningModule):
             self.log(f"train/loss/{batch.dataset}/{name}", mean, batch_size=size)
         return True
 
-    def skip_or_raise(self, batch: Batch, batch_idx: int, total: Tensor, here: bool | None) -> None:
-        if here is None:  # on an accelerator, read only now that something is wrong
-            here = not bool(torch.isfinite(total))
+    def skip_or_raise(self, batch: Batch, batch_idx: int, total: Tensor) -> None:
+        here = not bool(torch.isfinite(total))  # read only now that something is wrong
         where = "" if here else " on another rank"
         message = (
             f"Non-finite loss{where} ({total.item()} here) on dataset {batch.dataset!r}, batch "
@@ -458,9 +456,9 @@ class EmbeddingModule(L.LightningModule):
     def average_gradients(self) -> None:
         if fully_sharded(self._trainer):
             return  # FSDP reduce-scatters (averages) the gradients in every backward pass
-        if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        world = world_size()
+        if world == 1:
             return
-        world = dist.get_world_size()
         for p in self.parameters():
             if p.grad is not None:
                 dist.all_reduce(p.grad)
