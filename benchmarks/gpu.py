@@ -47,7 +47,7 @@ def gpu_name() -> str:
 
 def run_gpu_tests(dry_run: bool) -> dict[str, Any]:
     """The gpu-marked tests in a subprocess; their summary line and exit code."""
-    target = "tests/test_gpu.py" if dry_run else "tests"
+    target = "tests/training/test_gpu.py" if dry_run else "tests"
     cmd = [sys.executable, "-m", "pytest", "-q", "-m", "gpu", target, "-p", "no:cacheprovider"]
     print("$", " ".join(cmd[1:]), flush=True)
     start = time.perf_counter()

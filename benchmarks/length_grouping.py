@@ -32,7 +32,8 @@ def main() -> None:
 
     import torch
 
-    from st_lightning import EmbeddingModule, losses
+    from st_lightning import losses
+    from st_lightning.encoders.batch import BatchEmbedder
     from st_lightning.data import DatasetSpec, EmbeddingDataModule, NoDuplicatesBatchSampler
     from st_lightning.encoders import SentenceEncoder
 
@@ -52,17 +53,16 @@ def main() -> None:
     # (unpadded, length_group_tokens): the backbone's padded forward per column first.
     setups = [(False, None), *[(False, b) for b in args.budgets], (True, 512), (True, None)]
     for unpadded, budget in setups:
-        module = EmbeddingModule(
-            encoder, {"nli": loss}, length_group_tokens=budget, unpadded=unpadded
-        )
-        module.train()
+        encoder.unpadded, encoder.attention_tokens = unpadded, budget
+        embedder = BatchEmbedder(encoder, budget)
+        encoder.train()
         for i, batch in enumerate([warm, *timed]):
             if i == 1:
                 start = time.perf_counter()
-            loss(module.embed(batch, loss)[0]).backward()
+            loss(embedder(batch.features)).backward()
             encoder.zero_grad()
         seconds = (time.perf_counter() - start) / len(timed)
-        counts = [module.token_counts(b.features) for b in timed]
+        counts = [embedder.token_counts(b.features) for b in timed]
         rows.append(
             {
                 "unpadded": unpadded,

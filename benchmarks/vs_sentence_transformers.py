@@ -150,7 +150,7 @@ def run_ours(
             setup.synchronize()
             record["ends"].append(time.perf_counter())
             record["samples"].append(batch.size)
-            real, computed = pl_module.token_counts(batch.features, batch.lengths)
+            real, computed = pl_module.embedder.token_counts(batch.features, batch.lengths)
             record["real"].append(real)
             record["computed"].append(computed)
 

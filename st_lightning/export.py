@@ -2,8 +2,9 @@
 
     python -m st_lightning.export CHECKPOINT OUTPUT_DIR
 
-The checkpoint must come from `st_lightning.train` (it records the run's config, from which the
-encoder is rebuilt before its weights are loaded).
+Any checkpoint of an st_lightning run exports, however the run was built (the command line,
+`st_lightning.run.build`, a notebook): it describes its encoder's structure, from which the
+encoder is rebuilt before its weights are loaded.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any
 import torch
 
 from st_lightning.encoders import SentenceEncoder
+from st_lightning.encoders.description import EncoderDescription
 
 
 def read_checkpoint(path: str | Path) -> dict[str, Any]:
@@ -32,7 +34,7 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
             "or an earlier top-k one)."
         ) from err
     if "state_dict" not in checkpoint or "st_lightning" not in checkpoint:
-        raise ValueError(f"Checkpoint {str(path)!r} was not written by st_lightning.train.")
+        raise ValueError(f"Checkpoint {str(path)!r} was not written by st_lightning.")
     return checkpoint
 
 
@@ -44,20 +46,24 @@ def encoder_state(checkpoint: dict[str, Any]) -> dict[str, Any]:
 
 
 def encoder_from_checkpoint(path: str | Path) -> SentenceEncoder:
-    from hydra.utils import instantiate
-    from omegaconf import OmegaConf
-
+    """The trained encoder of a checkpoint: rebuilt from the description the checkpoint holds
+    (`EncoderDescription`), with the checkpoint's weights."""
     checkpoint = read_checkpoint(path)
-    config = checkpoint["st_lightning"].get("config")
-    if config is None:
-        raise ValueError(f"Checkpoint {str(path)!r} has no run config to rebuild the encoder from.")
-    encoder = instantiate(OmegaConf.create(config)["model"]["encoder"])
-    state = encoder_state(checkpoint)
-    missing, unexpected = encoder.load_state_dict(state, strict=False)
+    record = checkpoint["st_lightning"]
+    if record.get("encoder") is not None:
+        encoder = EncoderDescription.from_dict(record["encoder"]).build()
+    elif record.get("config") is not None:  # checkpoints written before the description
+        from hydra.utils import instantiate
+        from omegaconf import OmegaConf
+
+        encoder = instantiate(OmegaConf.create(record["config"])["model"]["encoder"])
+    else:
+        raise ValueError(f"Checkpoint {str(path)!r} does not describe its encoder.")
+    missing, unexpected = encoder.load_state_dict(encoder_state(checkpoint), strict=False)
     missing = [k for k in missing if "pooler" not in k]  # unused pooler weights of some backbones
     if missing or unexpected:
         raise ValueError(
-            f"Checkpoint {str(path)!r} does not fit the encoder of its config: "
+            f"Checkpoint {str(path)!r} does not fit the encoder it describes: "
             f"missing {missing[:5]}, unexpected {unexpected[:5]}."
         )
     return encoder

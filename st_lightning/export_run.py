@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
-from omegaconf import DictConfig, OmegaConf
 
 from st_lightning.card import DatasetInfo, model_card, token_stats
 from st_lightning.encoders import SentenceEncoder
@@ -49,28 +48,14 @@ def dataset_infos(data: Any, model: Any) -> list[DatasetInfo]:
 
 
 def build_card(
-    cfg: DictConfig,
     model: Any,
     data: Any,
     evals: EvaluatorCallback,
     name: str,
-    encoder: SentenceEncoder | None = None,
+    encoder: SentenceEncoder,
+    base_model: str | None,
+    hyperparameters: dict[str, Any],
 ) -> str:
-    encoder_cfg = cfg.model.encoder
-    base = encoder_cfg.get("name_or_path")
-    model_settings: dict[str, Any] = OmegaConf.to_container(cfg.model, resolve=True)  # type: ignore[assignment]
-    hyper = {str(k): v for k, v in model_settings.items() if k not in ("encoder", "_target_")}
-    hyper.update(
-        {
-            "batch_size": cfg.data.get("batch_size"),
-            "max_epochs": cfg.trainer.get("max_epochs"),
-            "max_steps": cfg.trainer.get("max_steps"),
-            "precision": cfg.trainer.get("precision"),
-            "seed": cfg.seed,
-            "multi_dataset_sampler": (cfg.data.get("multi_dataset_sampler") or {}).get("_target_"),
-            "batch_sampler": (cfg.data.get("batch_sampler") or {}).get("_target_"),
-        }
-    )
     infos = dataset_infos(data, model)
     citations = {}
     for info in infos:
@@ -88,13 +73,13 @@ def build_card(
         for e in evals.history
     ]
     return model_card(
-        encoder if encoder is not None else model.encoder,
+        encoder,
         model_name=name,
-        base_model=base,
+        base_model=base_model,
         datasets=infos,
         evaluations=evals.summary(),
         primary_metrics={e.name: e.primary_metric for e in evals.evaluators},
-        hyperparameters=hyper,
+        hyperparameters=hyperparameters,
         training_log=log_rows,
         citations=citations,
     )
@@ -105,41 +90,42 @@ def _primary(evals: EvaluatorCallback, name: str) -> str:
 
 
 def export_models(
-    cfg: DictConfig,
     trainer: L.Trainer,
     model: Any,
     data: Any,
     evals: EvaluatorCallback,
     output_dir: Path,
-    encoder: SentenceEncoder | None = None,
+    encoder: SentenceEncoder,
+    *,
+    name: str,
+    base_model: str | None,
+    hyperparameters: dict[str, Any],
+    final: bool = True,
+    best: bool = True,
+    push_to_hub: str | None = None,
 ) -> dict[str, Path]:
     """Save `final/` (the weights at the end) and `best/` (the best monitored checkpoint).
-    `encoder`: the trained encoder with whole weights, where `model.encoder` is sharded."""
+    `encoder`: the trained encoder with whole weights (a gathered copy where `model.encoder` is
+    sharded)."""
     out: dict[str, Path] = {}
-    encoder = encoder if encoder is not None else model.encoder
-    name = str(cfg.export.get("model_name") or "st_lightning-model")
-    card = build_card(cfg, model, data, evals, name, encoder)
-    if cfg.export.get("final", True):
+    card = build_card(model, data, evals, name, encoder, base_model, hyperparameters)
+    if final:
         out["final"] = encoder.save_pretrained(output_dir / "final", model_card=card)
         log.info("Exported the final model to %s", out["final"])
-    best = getattr(trainer.checkpoint_callback, "best_model_path", "")
-    if (
-        cfg.export.get("best", True)
-        and best
-        and getattr(trainer.checkpoint_callback, "monitor", None)
-    ):
-        checkpoint = read_checkpoint(best)
+    checkpoints = trainer.checkpoint_callback
+    best_path = getattr(checkpoints, "best_model_path", "")
+    if best and best_path and getattr(checkpoints, "monitor", None):
+        checkpoint = read_checkpoint(best_path)
         best_encoder = copy.deepcopy(encoder)
         best_encoder.load_state_dict(encoder_state(checkpoint))
         out["best"] = best_encoder.save_pretrained(output_dir / "best", model_card=card)
-        log.info("Exported the best model (%s) to %s", best, out["best"])
-    repo = cfg.export.get("push_to_hub")
-    if repo and "final" in out:
-        push_to_hub(out["final"], str(repo))
+        log.info("Exported the best model (%s) to %s", best_path, out["best"])
+    if push_to_hub and "final" in out:
+        upload_folder(out["final"], str(push_to_hub))
     return out
 
 
-def push_to_hub(folder: Path, repo_id: str) -> str:
+def upload_folder(folder: Path, repo_id: str) -> str:
     """Upload a model folder (card included) to the Hugging Face Hub; the token comes from the
     environment or `huggingface-cli login`, never from the config."""
     from huggingface_hub import HfApi

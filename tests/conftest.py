@@ -14,6 +14,10 @@ from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
+from hydra import compose, initialize_config_dir  # noqa: E402
+from hydra.core.global_hydra import GlobalHydra  # noqa: E402
+from hydra.core.hydra_config import HydraConfig  # noqa: E402
+from omegaconf import DictConfig, open_dict  # noqa: E402
 
 from st_lightning.encoders import SentenceEncoder, tiny_encoder  # noqa: E402
 
@@ -70,3 +74,29 @@ def stsb_sentences() -> list[str]:
 
     pairs = load_dataset(str(DATA / "stsb"), split="test[:64]")
     return list(pairs["sentence1"]) + list(pairs["sentence2"])
+
+
+# ---- helpers shared by test files (import them from conftest) --------------------------------
+CONF = REPO / "conf"
+
+
+def compose_cfg(overrides: list[str], return_hydra_config: bool = False) -> DictConfig:
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        return compose("train", overrides=overrides, return_hydra_config=return_hydra_config)
+
+
+def run_cfg(tmp_path, overrides: list[str]):
+    cfg = compose_cfg(overrides, return_hydra_config=True)
+    with open_dict(cfg):
+        cfg.hydra.runtime.output_dir = str(tmp_path)
+        cfg.hydra.job.num = 0
+        cfg.hydra.job.id = "test"
+    HydraConfig.instance().set_config(cfg)
+    return cfg
+
+
+def final_weights(path):
+    from safetensors.torch import load_file
+
+    return load_file(str(path / "final" / "model.safetensors"))

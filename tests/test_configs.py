@@ -11,15 +11,9 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-CONF = Path(__file__).resolve().parents[1] / "conf"
+from conftest import CONF, compose_cfg
 EXPERIMENTS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))
 SWEEPS = sorted(p.stem for p in (CONF / "hparams_search").glob("*.yaml"))
-
-
-def compose_cfg(overrides: list[str], return_hydra_config: bool = False) -> DictConfig:
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        return compose("train", overrides=overrides, return_hydra_config=return_hydra_config)
 
 
 def resolve_target(path: str):
@@ -119,7 +113,7 @@ def readme_training_commands(section: str) -> list[list[str]]:
 
 
 # Where each README multi-GPU command runs on CPUs (gloo, 2 processes, a few steps, the real
-# model): tests/test_real_model_distributed.py. Here each is composed as written and bound.
+# model): tests/training/test_real_model_distributed.py. Here each is composed as written and bound.
 MULTI_GPU = readme_training_commands("Multi-GPU and clusters")
 
 

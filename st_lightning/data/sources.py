@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 from datasets import Dataset, DatasetDict, load_dataset
-from omegaconf import DictConfig, OmegaConf
 
 from st_lightning.encoders.hub import hub_offline
 
@@ -89,10 +88,8 @@ def load_source(spec: DatasetSpec | Dataset | Mapping[str, Any], dataset: str) -
         raise TypeError(
             f"Dataset {dataset!r} is a DatasetDict; pass one split (e.g. dataset_dict['train'])."
         )
-    if isinstance(spec, Mapping):  # a dict, or a config node (Hydra may hand these over)
-        plain = OmegaConf.to_container(spec) if isinstance(spec, DictConfig) else spec
-        fields = {str(k): v for k, v in dict(plain).items() if k != "_target_"}  # type: ignore[call-overload,arg-type]
-        spec = DatasetSpec(**fields)
+    if isinstance(spec, Mapping):  # the fields of a DatasetSpec
+        spec = DatasetSpec(**{str(k): v for k, v in spec.items() if k != "_target_"})
     ds = spec if isinstance(spec, Dataset) else _load(spec, dataset)
     if isinstance(spec, DatasetSpec):
         if spec.rename:

@@ -6,7 +6,7 @@ import os
 from collections.abc import Sequence
 from contextlib import nullcontext
 from pathlib import Path
-from typing import Literal, cast
+from typing import Any, Literal, cast
 
 import numpy as np
 import torch
@@ -35,6 +35,11 @@ class SentenceEncoder(nn.Module):
         prompts: named prefixes, e.g. `{"query": "query: "}`.
         default_prompt_name: the prompt used when none is given.
         similarity_fn_name: the similarity the model was trained for.
+        unpadded: run backbones that `st_lightning.encoders.unpadded` supports (BERT family)
+            on real tokens only; the function computed is the same, with less work.
+        attention_tokens: with `unpadded`, attention runs in length-sorted groups of at most
+            this many token positions ("auto": 512 on CPU, 16384 on accelerators; None: one
+            group).
     """
 
     def __init__(
@@ -49,6 +54,8 @@ class SentenceEncoder(nn.Module):
         prompts: dict[str, str] | None = None,
         default_prompt_name: str | None = None,
         similarity_fn_name: SimilarityFn | str = "cosine",
+        unpadded: bool = True,
+        attention_tokens: int | Literal["auto"] | None = "auto",
     ) -> None:
         super().__init__()
         self.transformer = transformer
@@ -75,21 +82,37 @@ class SentenceEncoder(nn.Module):
                 "choose cosine, dot, euclidean or manhattan."
             )
         self.similarity_fn_name = similarity_fn_name
-        # Run supported backbones without computing padding positions (see `unpadded.py`), with
-        # attention in length-sorted groups of at most `attention_tokens` positions ("auto": 512
-        # on CPU, 16384 on accelerators; None: one group). Runtime switches, not saved: the
-        # function computed is the same.
-        self.unpadded = False
-        self.attention_tokens: int | str | None = "auto"
+        # How the forward runs, not what it computes: not saved with the model.
+        self.unpadded = unpadded
+        self.attention_tokens = attention_tokens
 
     # ---- loading and saving -------------------------------------------------------------------
     @classmethod
-    def from_pretrained(cls, name_or_path: str | os.PathLike, **kwargs) -> SentenceEncoder:
+    def from_pretrained(
+        cls,
+        name_or_path: str | os.PathLike,
+        *,
+        pooling_mode: str | list[str] | None = None,
+        max_seq_length: int | None = None,
+        normalize: bool | None = None,
+        prompts: dict[str, str] | None = None,
+        default_prompt_name: str | None = None,
+        similarity_fn_name: str | None = None,
+        trust_remote_code: bool = False,
+        revision: str | None = None,
+        cache_dir: str | None = None,
+        token: str | bool | None = None,
+        model_kwargs: dict[str, Any] | None = None,
+        unpadded: bool = True,
+        attention_tokens: int | Literal["auto"] | None = "auto",
+    ) -> SentenceEncoder:
         """Load a Hub id or folder: a sentence-transformers model, or a plain transformer (which
-        gets mean pooling). See `st_lightning.encoders.st_format.load_encoder` for the options."""
+        gets mean pooling). Arguments that are not None override what the folder says; see
+        `st_lightning.encoders.st_format.load_encoder`."""
+        settings = {k: v for k, v in locals().items() if k not in ("cls", "name_or_path")}
         from st_lightning.encoders.st_format import load_encoder
 
-        return load_encoder(name_or_path, **kwargs)
+        return load_encoder(name_or_path, **settings)
 
     def save_pretrained(self, path: str | os.PathLike, model_card: str | None = None) -> Path:
         """Write the sentence-transformers v2-v5 layout to `path` atomically; returns the path."""

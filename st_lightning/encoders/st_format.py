@@ -11,7 +11,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -84,10 +84,13 @@ def load_encoder(
     cache_dir: str | None = None,
     token: str | bool | None = None,
     model_kwargs: dict[str, Any] | None = None,
+    unpadded: bool = True,
+    attention_tokens: int | Literal["auto"] | None = "auto",
 ) -> SentenceEncoder:
     """Load a sentence-transformers folder, or a plain transformer with mean pooling.
 
-    Keyword arguments that are not None override what the folder says.
+    Keyword arguments that are not None override what the folder says; `unpadded` and
+    `attention_tokens` are `SentenceEncoder`'s (how the forward runs).
     """
     folder = resolve_model_path(name_or_path, revision=revision, cache_dir=cache_dir, token=token)
     kwargs = dict(model_kwargs or {})
@@ -156,6 +159,8 @@ def load_encoder(
         prompts=prompts if prompts is not None else st_config.get("prompts") or {},
         default_prompt_name=default_prompt_name or st_config.get("default_prompt_name"),
         similarity_fn_name=similarity_fn_name or st_config.get("similarity_fn_name") or "cosine",
+        unpadded=unpadded,
+        attention_tokens=attention_tokens,
     )
 
 
@@ -167,10 +172,10 @@ def _write_json(path: Path, data: Any) -> None:
 def _versions() -> dict[str, str]:
     import transformers
 
-    import st_lightning
+    from st_lightning.version import __version__
 
     return {
-        "st_lightning": st_lightning.__version__,
+        "st_lightning": __version__,
         "transformers": transformers.__version__,
         "pytorch": torch.__version__,
     }

@@ -23,6 +23,7 @@ def tiny_encoder(
     dropout: float = 0.1,
     seed: int = 0,
     tokenizer: str = "sentence-transformers/all-MiniLM-L6-v2",
+    unpadded: bool = True,
 ) -> SentenceEncoder:
     """A randomly initialised BERT with a real WordPiece vocabulary (all-MiniLM-L6-v2's by default).
 
@@ -45,5 +46,11 @@ def tiny_encoder(
         pooling = Pooling(hidden_size, pooling_mode)
         dense = [Dense(pooling.output_dimension, dense_dim)] if dense_dim else []
     return SentenceEncoder(
-        backbone, tok, pooling, dense=dense, normalize=normalize, max_seq_length=max_seq_length
+        backbone,
+        tok,
+        pooling,
+        dense=dense,
+        normalize=normalize,
+        max_seq_length=max_seq_length,
+        unpadded=unpadded,
     )

@@ -22,14 +22,13 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from transformers import BertModel
+
+from st_lightning.compat.transformers import attention_implementation
 
 
 def supports(model: nn.Module) -> bool:
     """Whether `bert_token_embeddings` reproduces this backbone's forward."""
-    try:
-        from transformers import BertModel
-    except ImportError:  # pragma: no cover - transformers is a dependency
-        return False
     if type(model) is not BertModel:
         return False
     config = model.config
@@ -38,7 +37,7 @@ def supports(model: nn.Module) -> bool:
         and not config.is_decoder
         and not config.add_cross_attention
         and not config.chunk_size_feed_forward
-        and getattr(config, "_attn_implementation", "eager") in ("eager", "sdpa")
+        and attention_implementation(config) in ("eager", "sdpa")
     )
 
 

@@ -8,7 +8,7 @@ import torch
 from torch import Tensor
 
 from st_lightning.evaluation.base import Evaluator, TextGroup
-from st_lightning.losses.similarity import similarity_matrix
+from st_lightning.similarity import similarity_matrix
 
 
 class ParaphraseMiningEvaluator(Evaluator):

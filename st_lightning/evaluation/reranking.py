@@ -12,7 +12,7 @@ from torch import Tensor
 from st_lightning.evaluation.base import Evaluator, TextGroup
 from st_lightning.evaluation.binary import average_precision
 from st_lightning.evaluation.similarity import check_fns
-from st_lightning.losses.similarity import similarity_matrix
+from st_lightning.similarity import similarity_matrix
 
 
 def tie_averaged_dcg(scores: np.ndarray, relevance: np.ndarray, k: int) -> float:

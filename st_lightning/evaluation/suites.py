@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import gzip
 import json
+import inspect
+import typing
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any, TypeVar
 
 from st_lightning.data.sources import DatasetSpec, load_source
 from st_lightning.evaluation.base import Evaluator
@@ -14,7 +17,34 @@ from st_lightning.evaluation.retrieval import InformationRetrievalEvaluator
 from st_lightning.evaluation.sts import EmbeddingSimilarityEvaluator
 from st_lightning.evaluation.triplet import TripletEvaluator
 
+F = TypeVar("F", bound=Callable[..., Evaluator])
 
+
+def passes_to(evaluator: type[Evaluator], *given: str) -> Callable[[F], F]:
+    """Give a suite that passes `**kwargs` on to `evaluator` an explicit signature: its own
+    arguments, then the evaluator's except `given` (those the suite fills from the data). Config
+    checks and `help()` then see every argument, and a misspelt one is refused by name."""
+
+    def wrap(suite: F) -> F:
+        own = [
+            p
+            for p in inspect.signature(suite).parameters.values()
+            if p.kind is not p.VAR_KEYWORD
+        ]
+        hints = typing.get_type_hints(evaluator.__init__)
+        taken = {p.name for p in own} | set(given) | {"self"}
+        passed = [
+            p.replace(kind=p.KEYWORD_ONLY, annotation=hints.get(p.name, Any))
+            for p in inspect.signature(evaluator.__init__).parameters.values()
+            if p.name not in taken and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)
+        ]
+        suite.__signature__ = inspect.Signature([*own, *passed])  # type: ignore[attr-defined]
+        return suite
+
+    return wrap
+
+
+@passes_to(EmbeddingSimilarityEvaluator, "sentences1", "sentences2", "scores")
 def stsb(
     split: str = "test", name: str | None = None, data_dir: str = "data", **kwargs
 ) -> Evaluator:
@@ -29,6 +59,7 @@ def stsb(
     )
 
 
+@passes_to(TripletEvaluator, "anchors", "positives", "negatives")
 def nli_triplets(
     split: str = "test", name: str | None = None, data_dir: str = "data", **kwargs
 ) -> Evaluator:
@@ -45,6 +76,7 @@ def nli_triplets(
     )
 
 
+@passes_to(BinaryClassificationEvaluator, "sentences1", "sentences2", "labels")
 def quora_duplicates(
     split: str = "train[-2000:]", name: str = "quora_duplicates", data_dir: str = "data", **kwargs
 ) -> Evaluator:
@@ -56,6 +88,7 @@ def quora_duplicates(
     )
 
 
+@passes_to(InformationRetrievalEvaluator, "queries", "corpus", "relevant_docs")
 def scifact(
     split: str = "test",
     name: str | None = None,

@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 from torch import Tensor
 
 from st_lightning.evaluation.base import Evaluator, TextGroup, check_same_length
-from st_lightning.losses.similarity import similarity_matrix
+from st_lightning.similarity import similarity_matrix
 
 
 class TranslationEvaluator(Evaluator):

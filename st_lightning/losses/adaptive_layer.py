@@ -10,8 +10,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from st_lightning.losses.base import EmbeddingLoss, WrapperLoss, check_choice
+from st_lightning.losses.base import EmbeddingLoss, WrapperLoss
 from st_lightning.losses.matryoshka import MatryoshkaLoss
+from st_lightning.utils.checks import check_choice
 
 
 def _total(value: Tensor | dict[str, Tensor]) -> Tensor:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor
 
-from st_lightning.losses.base import check_positive
 from st_lightning.losses.cosent import CoSENTLoss
+from st_lightning.utils.checks import check_positive
 
 
 def pairwise_angle_similarity(a: Tensor, b: Tensor) -> Tensor:

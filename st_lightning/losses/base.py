@@ -151,15 +151,3 @@ class WrapperLoss(EmbeddingLoss):
 
     def check_embedding_dimension(self, dim: int) -> None:
         self.loss.check_embedding_dimension(dim)
-
-
-def check_choice(name: str, value: object, choices: Sequence[object]) -> None:
-    if value not in choices:
-        raise ValueError(
-            f"Unknown {name} {value!r}; choose one of {', '.join(map(repr, choices))}."
-        )
-
-
-def check_positive(name: str, value: float) -> None:
-    if not value > 0:
-        raise ValueError(f"{name} must be > 0, got {value!r}.")

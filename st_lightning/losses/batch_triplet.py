@@ -9,7 +9,7 @@ import torch
 from torch import Tensor
 
 from st_lightning.losses.base import EmbeddingLoss, LabelKind
-from st_lightning.losses.similarity import check_distance, distance_matrix
+from st_lightning.similarity import check_distance, distance_matrix
 
 BATCH_TRIPLET_CITATION = """@misc{hermans2017defense,
     title={In Defense of the Triplet Loss for Person Re-Identification},

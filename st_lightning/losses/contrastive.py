@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from st_lightning.losses.base import EmbeddingLoss, LabelKind
-from st_lightning.losses.similarity import check_distance, pairwise_distance
+from st_lightning.similarity import check_distance, pairwise_distance
 
 
 class ContrastiveLoss(EmbeddingLoss):

@@ -8,8 +8,9 @@ from typing import ClassVar
 import torch
 from torch import Tensor
 
-from st_lightning.losses.base import EmbeddingLoss, LabelKind, check_positive
-from st_lightning.losses.similarity import check_similarity, pairwise_similarity
+from st_lightning.losses.base import EmbeddingLoss, LabelKind
+from st_lightning.similarity import check_similarity, pairwise_similarity
+from st_lightning.utils.checks import check_positive
 
 
 def ranked_pairs_loss(scores: Tensor, labels: Tensor) -> Tensor:

@@ -8,8 +8,9 @@ from typing import ClassVar
 import torch.nn.functional as F
 from torch import Tensor
 
-from st_lightning.losses.base import EmbeddingLoss, LabelKind, check_choice
+from st_lightning.losses.base import EmbeddingLoss, LabelKind
 from st_lightning.losses.citations import SBERT
+from st_lightning.utils.checks import check_choice
 
 
 class CosineSimilarityLoss(EmbeddingLoss):

@@ -9,7 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from st_lightning.losses.base import EmbeddingLoss, LabelKind, check_choice
+from st_lightning.losses.base import EmbeddingLoss, LabelKind
+from st_lightning.utils.checks import check_choice
 
 
 class EmbedDistillLoss(EmbeddingLoss):

@@ -9,9 +9,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from st_lightning.losses.base import EmbeddingLoss, check_choice, check_positive
+from st_lightning.losses.base import EmbeddingLoss
 from st_lightning.losses.distributed import gather_with_grad, world
-from st_lightning.losses.similarity import similarity_matrix
+from st_lightning.similarity import similarity_matrix
+from st_lightning.utils.checks import check_choice, check_positive
 
 
 class GISTEmbedLoss(EmbeddingLoss):

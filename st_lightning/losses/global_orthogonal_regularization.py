@@ -8,8 +8,9 @@ from typing import ClassVar
 import torch
 from torch import Tensor
 
-from st_lightning.losses.base import EmbeddingLoss, check_choice
-from st_lightning.losses.similarity import check_similarity, similarity_matrix
+from st_lightning.losses.base import EmbeddingLoss
+from st_lightning.similarity import check_similarity, similarity_matrix
+from st_lightning.utils.checks import check_choice
 
 
 class GlobalOrthogonalRegularizationLoss(EmbeddingLoss):

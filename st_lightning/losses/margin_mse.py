@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from st_lightning.losses.base import EmbeddingLoss, LabelKind
-from st_lightning.losses.similarity import check_similarity, pairwise_similarity
+from st_lightning.similarity import check_similarity, pairwise_similarity
 
 
 class MarginMSELoss(EmbeddingLoss):

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from st_lightning.losses.base import EmbeddingLoss
-from st_lightning.losses.similarity import similarity_matrix
+from st_lightning.similarity import similarity_matrix
 
 
 class MegaBatchMarginLoss(EmbeddingLoss):

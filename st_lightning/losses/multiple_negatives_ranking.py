@@ -8,9 +8,10 @@ from typing import ClassVar, Literal
 import torch
 from torch import Tensor
 
-from st_lightning.losses.base import EmbeddingLoss, check_choice, check_positive
+from st_lightning.losses.base import EmbeddingLoss
 from st_lightning.losses.distributed import gather_with_grad, world
-from st_lightning.losses.similarity import check_similarity, similarity_matrix
+from st_lightning.similarity import check_similarity, similarity_matrix
+from st_lightning.utils.checks import check_choice, check_positive
 
 Direction = Literal["query_to_doc", "query_to_query", "doc_to_query", "doc_to_doc"]
 DIRECTIONS: tuple[str, ...] = ("query_to_doc", "query_to_query", "doc_to_query", "doc_to_doc")

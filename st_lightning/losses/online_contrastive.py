@@ -10,7 +10,7 @@ from torch import Tensor
 
 from st_lightning.losses.base import EmbeddingLoss, LabelKind
 from st_lightning.losses.citations import SBERT
-from st_lightning.losses.similarity import check_distance, pairwise_distance
+from st_lightning.similarity import check_distance, pairwise_distance
 
 
 class OnlineContrastiveLoss(EmbeddingLoss):

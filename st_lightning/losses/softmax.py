@@ -9,8 +9,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from st_lightning.losses.base import EmbeddingLoss, LabelKind, check_positive
+from st_lightning.losses.base import EmbeddingLoss, LabelKind
 from st_lightning.losses.citations import SBERT
+from st_lightning.utils.checks import check_positive
 
 
 class SoftmaxLoss(EmbeddingLoss):

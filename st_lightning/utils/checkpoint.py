@@ -16,9 +16,10 @@ import lightning as L
 import torch
 import torch.distributed as dist
 from lightning.fabric.utilities.apply_func import convert_tensors_to_scalars
-from lightning.fabric.utilities.cloud_io import _atomic_save
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+from st_lightning.compat.lightning import atomic_save, pending_log_row, request_stop_as_sigterm
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +35,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
         try:
-            _atomic_save(checkpoint, tmp)
+            atomic_save(checkpoint, tmp)
             with open(tmp, "rb") as f:
                 os.fsync(f.fileno())
             os.replace(tmp, path)
@@ -82,8 +83,7 @@ class CheckpointOnSigterm(L.Callback):
             dist.all_reduce(flag, op=dist.ReduceOp.MAX)
             stop = bool(flag.item())
         if stop:
-            # Lightning checks this flag after the batch (and in its loops) and stops.
-            trainer._signal_connector.received_sigterm = True
+            request_stop_as_sigterm(trainer)
 
     def on_exception(
         self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException
@@ -126,17 +126,10 @@ class CarryStepLog(L.Callback):
         trainer = self.trainer
         if trainer is None or not trainer.training:
             return None
-        try:  # Lightning's loop internals (tested with the pinned version, constraints.txt)
-            if trainer.fit_loop._should_accumulate():
-                return None
-            connector = trainer._logger_connector
-            if connector._first_loop_iter is None or not connector.should_update_logs:
-                return None  # not inside a training step, or a step that logs nothing
-            metrics = connector.metrics["log"]
-            step = trainer.fit_loop.epoch_loop._batches_that_stepped
-        except AttributeError as err:
-            log.warning("This Lightning version hides the step's log row (%s); not carried.", err)
+        pending = pending_log_row(trainer)
+        if pending is None:
             return None
+        step, metrics = pending
         if not metrics:
             return None
         return {

@@ -24,6 +24,7 @@ import torch
 from lightning.pytorch.strategies import FSDPStrategy, ModelParallelStrategy
 from torch import nn
 
+from st_lightning.compat.lightning import set_mesh_sizes
 from st_lightning.encoders import unpadded
 
 log = logging.getLogger(__name__)
@@ -41,8 +42,7 @@ class FullyShardedStrategy(ModelParallelStrategy):
 
     def setup_environment(self) -> None:
         # The sizes are known only once the trainer has set devices and nodes.
-        self._data_parallel_size = self.num_nodes * self.num_processes
-        self._tensor_parallel_size = 1
+        set_mesh_sizes(self, self.num_nodes * self.num_processes, 1)
         super().setup_environment()
 
 

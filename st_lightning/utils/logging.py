@@ -9,16 +9,41 @@ from typing import Any
 import lightning as L
 
 
-def wandb_logger(**kwargs: Any) -> Any:
+def wandb_logger(
+    project: str | None = None,
+    name: str | None = None,
+    group: str | None = None,
+    tags: list[str] | None = None,
+    notes: str | None = None,
+    entity: str | None = None,
+    job_type: str | None = None,
+    save_dir: str = ".",
+    version: str | None = None,
+    offline: bool | None = None,
+    log_model: bool | str = False,
+    prefix: str = "",
+) -> Any:
     """A WandbLogger that runs offline unless an API key or an explicit mode says otherwise.
 
-    The key itself is read by wandb from the environment; it never enters configs or logs.
+    The arguments are WandbLogger's (and `wandb.init`'s `group`, `tags`, `notes`, `entity`,
+    `job_type`). The key itself is read by wandb from the environment; it never enters configs
+    or logs.
     """
     from lightning.pytorch.loggers import WandbLogger
 
-    if "WANDB_MODE" not in os.environ and not os.environ.get("WANDB_API_KEY"):
-        kwargs.setdefault("offline", True)
-    return WandbLogger(**kwargs)
+    if offline is None:
+        offline = "WANDB_MODE" not in os.environ and not os.environ.get("WANDB_API_KEY")
+    extra = {"group": group, "tags": tags, "notes": notes, "entity": entity, "job_type": job_type}
+    return WandbLogger(
+        project=project,
+        name=name,
+        save_dir=save_dir,
+        version=version,
+        offline=offline,
+        log_model=log_model,
+        prefix=prefix,
+        **{k: v for k, v in extra.items() if v is not None},
+    )
 
 
 class ThroughputMonitor(L.Callback):
@@ -41,11 +66,11 @@ class ThroughputMonitor(L.Callback):
         features = getattr(batch, "features", None)
         if not features or seconds <= 0:
             return
-        counts = getattr(pl_module, "token_counts", None)
+        embedder = getattr(pl_module, "embedder", None)
         # Row lengths the batch carries on the host: no wait for the device here.
         lengths = getattr(batch, "lengths", None)
-        if counts is not None:  # what the step computes, with its length grouping
-            real, padded = counts(features, lengths)
+        if embedder is not None:  # what the step computes, with its length grouping
+            real, padded = embedder.token_counts(features, lengths)
         else:
             real = sum(int(f["attention_mask"].sum()) for f in features)
             padded = sum(f["attention_mask"].numel() for f in features)

@@ -133,16 +133,17 @@ def test_sigterm_saves_a_checkpoint_and_resume_continues(never_stopped, tmp_path
 
 
 def test_ckpt_path_last_takes_the_newest_checkpoint_of_the_run(tmp_path, caplog):
-    from omegaconf import OmegaConf
+    import lightning as L
+    from lightning.pytorch.callbacks import ModelCheckpoint
 
-    from st_lightning.train import resume_path
+    from st_lightning.run import Run
 
     own, other = tmp_path / "checkpoints", tmp_path / "elsewhere"
-    cfg = OmegaConf.create(
-        {"ckpt_path": "last", "callbacks": {"model_checkpoint": {"dirpath": str(other)}}}
-    )
+    trainer = L.Trainer(callbacks=[ModelCheckpoint(dirpath=other)], logger=False)
+    run = Run(trainer, None, None, None, tmp_path)  # type: ignore[arg-type]
+    resume_path = run.resume_path
     with caplog.at_level("WARNING"):
-        assert resume_path(cfg, tmp_path) is None  # a job's first start: no checkpoint yet
+        assert resume_path("last") is None  # a job's first start: no checkpoint yet
     assert "starts from the beginning" in caplog.text and str(other) in caplog.text
 
     def write(path: Path, mtime: int) -> None:
@@ -153,10 +154,10 @@ def test_ckpt_path_last_takes_the_newest_checkpoint_of_the_run(tmp_path, caplog)
     write(own / "step=1.ckpt", 10)
     write(own / "step=2.ckpt", 20)
     write(own / "step=3.ckpt.tmp-99", 30)  # an unfinished write is never a candidate
-    assert resume_path(cfg, tmp_path) == str(own / "step=2.ckpt")  # no last.ckpt yet
+    assert resume_path("last") == str(own / "step=2.ckpt")  # no last.ckpt yet
     write(own / "last.ckpt", 20)  # written with step=2.ckpt: the same state, named last
-    assert resume_path(cfg, tmp_path) == str(own / "last.ckpt")
+    assert resume_path("last") == str(own / "last.ckpt")
     write(other / "epoch=0-step=4.ckpt", 40)  # the checkpoint callback's own directory
-    assert resume_path(cfg, tmp_path) == str(other / "epoch=0-step=4.ckpt")
-    given = OmegaConf.create({"ckpt_path": str(own / "step=1.ckpt")})
-    assert resume_path(given, tmp_path) == str(own / "step=1.ckpt")  # a path is used as given
+    assert resume_path("last") == str(other / "epoch=0-step=4.ckpt")
+    given = str(own / "step=1.ckpt")
+    assert resume_path(given) == given  # a path is used as given

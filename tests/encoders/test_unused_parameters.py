@@ -5,10 +5,10 @@ from __future__ import annotations
 import copy
 
 import pytest
+from conftest import compose_cfg
 import torch
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
-from test_configs import compose_cfg
 
 from st_lightning import EmbeddingModule, losses
 from st_lightning.data.collate import Batch
@@ -41,7 +41,7 @@ def test_no_trainable_parameter_of_an_nli_triplet_run_is_left_without_a_gradient
     module = nli_triplet_module()
     names = {n for n, p in module.named_parameters() if not p.requires_grad}
     assert names == {f"encoder.{n}" for n in POOLER}  # all-MiniLM-L6-v2's pooler, only
-    embeddings, extra = module.embed(batch_of(module), module.loss_for("nli"))
+    embeddings, extra = module.embedder(batch_of(module).features), {}
     module.loss_for("nli")(embeddings, None, **extra).backward()
     missing = [n for n, p in module.named_parameters() if p.requires_grad and p.grad is None]
     assert missing == []
@@ -72,8 +72,8 @@ def test_gradient_checkpointing_does_not_hide_used_weights(minilm):
     )
     encoder.unpadded = False  # the backbone's own forward, which checkpoints
     assert encoder.unused_parameters() == POOLER
-    module = EmbeddingModule(encoder, losses.MultipleNegativesRankingLoss(), unpadded=False)
-    embeddings, _ = module.embed(batch_of(module), module.loss_for("nli"))
+    module = EmbeddingModule(encoder, losses.MultipleNegativesRankingLoss())
+    embeddings = module.embedder(batch_of(module).features)
     module.loss_for("nli")(embeddings, None).backward()
     assert all(p.grad is not None for p in module.parameters() if p.requires_grad)
 
@@ -116,8 +116,8 @@ def test_columns_with_different_prompt_lengths_are_embedded_apart(tiny):
         tiny.tokenize(TRIPLET[2], prompt="query: "),
     ]
     assert [c["prompt_length"] for c in columns] == [3, 7, 3]  # [CLS] and the prompt
-    assert module._column_sets(columns) == [[0, 2], [1]]
+    assert module.embedder.column_sets(columns) == [[0, 2], [1]]
     tiny.eval()
-    together = module.encode_columns(columns)
+    together = module.embedder(columns)
     for column, embedding in zip(columns, together, strict=True):
         torch.testing.assert_close(embedding, tiny(column), rtol=1e-5, atol=1e-6)

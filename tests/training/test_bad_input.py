@@ -7,10 +7,8 @@ import re
 
 import pytest
 import torch
-from conftest import REPO
+from conftest import REPO, compose_cfg, final_weights, run_cfg
 from hydra.errors import ConfigCompositionException
-from test_configs import compose_cfg
-from test_train import final_weights, run_cfg
 
 from st_lightning import losses
 from st_lightning.encoders import SentenceEncoder

@@ -56,7 +56,7 @@ def step(
 ) -> tuple[float, dict[str, torch.Tensor]]:
     module.zero_grad(set_to_none=True)
     with torch.autocast("cuda", dtype=torch.bfloat16, enabled=bf16):
-        embeddings = module.encode_columns(batch.features)
+        embeddings = module.embedder(batch.features)
         loss = module.loss_for("nli")(embeddings, None)
     loss.backward()
     grads = {n: p.grad.float().clone() for n, p in module.named_parameters() if p.grad is not None}
@@ -131,7 +131,7 @@ def test_host_synchronisations_per_step(module, triplets, monkeypatch):
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             with torch.autocast("cuda", dtype=torch.bfloat16):
-                embeddings = module.encode_columns(batch.features)
+                embeddings = module.embedder(batch.features)
                 value = module.loss_for("nli")(embeddings, None)
             assert module.agree_and_log(batch, 0, value, value)
     finally:

@@ -82,7 +82,7 @@ def eval_rows(out: Path) -> list[dict[str, str]]:
     "overrides",
     [
         [GATHERED],  # the unpadded forward: each layer's packed step gathers its shards
-        [GATHERED, "model.unpadded=false"],  # the backbone's own padded forward
+        [GATHERED, "model.encoder.unpadded=false"],  # the backbone's own padded forward
         [GATHERED, "model.mini_batch_size=2"],  # gradient caching (manual optimization)
         [  # a loss with weights of its own (sharded too), trained at 10x the learning rate
             "loss@losses.nli=softmax",

@@ -89,9 +89,10 @@ def test_training_step_with_and_without_unpadding():
     batch = Batch("d", columns, None)
     values, grads = [], []
     for flag in (False, True):
-        module = EmbeddingModule(encoder, {"d": loss}, unpadded=flag, length_group_tokens=40)
+        encoder.unpadded = flag
+        module = EmbeddingModule(encoder, {"d": loss}, length_group_tokens=40)
         module.zero_grad()
-        value = loss(module.embed(batch, loss)[0])
+        value = loss(module.embedder(batch.features))
         value.backward()
         values.append(value.detach())
         grads.append(

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from st_lightning.losses.base import check_choice
+from st_lightning.utils.checks import check_choice
 
 Similarity = Literal["cosine", "dot", "euclidean", "manhattan"]
 SIMILARITIES: tuple[str, ...] = ("cosine", "dot", "euclidean", "manhattan")

@@ -13,7 +13,7 @@ from dist_helpers import init_gloo, leave_gloo
 from st_lightning.evaluation.base import embed_groups, encoder_fn
 from st_lightning.evaluation.sharding import shard_bounds, sharded_encoder
 
-DATA = os.path.join(os.path.dirname(__file__), "..", "data")
+DATA = os.path.join(os.path.dirname(__file__), "..", "..", "data")
 
 
 def evaluators():

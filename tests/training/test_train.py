@@ -7,22 +7,11 @@ import os
 
 import pytest
 import torch
-from conftest import REPO
+from conftest import REPO, final_weights, run_cfg
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import open_dict
-from test_configs import compose_cfg
 
 from st_lightning.train import train
-
-
-def run_cfg(tmp_path, overrides: list[str]):
-    cfg = compose_cfg(overrides, return_hydra_config=True)
-    with open_dict(cfg):
-        cfg.hydra.runtime.output_dir = str(tmp_path)
-        cfg.hydra.job.num = 0
-        cfg.hydra.job.id = "test"
-    HydraConfig.instance().set_config(cfg)
-    return cfg
 
 
 def test_smoke_trains_evaluates_and_exports(tmp_path):
@@ -91,12 +80,6 @@ def test_every_experiment_runs(name, tmp_path):
     metrics = train(cfg)
     assert math.isfinite(metrics["train/loss"]) and "val/sts_tiny/spearman_cosine" in metrics
     assert (tmp_path / "final" / "modules.json").exists()
-
-
-def final_weights(path):
-    from safetensors.torch import load_file
-
-    return load_file(str(path / "final" / "model.safetensors"))
 
 
 @pytest.mark.slow
