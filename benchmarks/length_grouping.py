@@ -33,9 +33,9 @@ def main() -> None:
     import torch
 
     from st_lightning import losses
-    from st_lightning.encoders.batch import BatchEmbedder
     from st_lightning.data import DatasetSpec, EmbeddingDataModule, NoDuplicatesBatchSampler
     from st_lightning.encoders import SentenceEncoder
+    from st_lightning.encoders.batch import BatchEmbedder
 
     encoder = SentenceEncoder.from_pretrained(
         "sentence-transformers/all-MiniLM-L6-v2", max_seq_length=128

@@ -4,14 +4,11 @@ from __future__ import annotations
 
 import importlib
 import inspect
-from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
+from conftest import CONF, compose_cfg
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from conftest import CONF, compose_cfg
 EXPERIMENTS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))
 SWEEPS = sorted(p.stem for p in (CONF / "hparams_search").glob("*.yaml"))
 

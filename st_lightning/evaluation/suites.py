@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import gzip
-import json
 import inspect
+import json
 import typing
 from collections.abc import Callable
 from pathlib import Path
@@ -27,9 +27,7 @@ def passes_to(evaluator: type[Evaluator], *given: str) -> Callable[[F], F]:
 
     def wrap(suite: F) -> F:
         own = [
-            p
-            for p in inspect.signature(suite).parameters.values()
-            if p.kind is not p.VAR_KEYWORD
+            p for p in inspect.signature(suite).parameters.values() if p.kind is not p.VAR_KEYWORD
         ]
         hints = typing.get_type_hints(evaluator.__init__)
         taken = {p.name for p in own} | set(given) | {"self"}

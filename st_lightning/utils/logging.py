@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Any
+from typing import Any, Literal
 
 import lightning as L
 
@@ -20,7 +20,7 @@ def wandb_logger(
     save_dir: str = ".",
     version: str | None = None,
     offline: bool | None = None,
-    log_model: bool | str = False,
+    log_model: bool | Literal["all"] = False,
     prefix: str = "",
 ) -> Any:
     """A WandbLogger that runs offline unless an API key or an explicit mode says otherwise.
@@ -33,7 +33,13 @@ def wandb_logger(
 
     if offline is None:
         offline = "WANDB_MODE" not in os.environ and not os.environ.get("WANDB_API_KEY")
-    extra = {"group": group, "tags": tags, "notes": notes, "entity": entity, "job_type": job_type}
+    extra: dict[str, Any] = {
+        "group": group,
+        "tags": tags,
+        "notes": notes,
+        "entity": entity,
+        "job_type": job_type,
+    }
     return WandbLogger(
         project=project,
         name=name,

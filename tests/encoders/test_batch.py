@@ -132,5 +132,6 @@ def test_bad_group_budget_is_refused(bad):
 
 
 def test_the_module_embeds_with_its_embedder_and_the_monitor_counts_with_it():
-    module = EmbeddingModule(tiny_encoder(unpadded=False), losses.CoSENTLoss(), length_group_tokens=10)
+    encoder = tiny_encoder(unpadded=False)
+    module = EmbeddingModule(encoder, losses.CoSENTLoss(), length_group_tokens=10)
     assert module.embedder.encoder is module.encoder and module.embedder.group_tokens == 10

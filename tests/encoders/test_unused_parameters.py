@@ -5,8 +5,8 @@ from __future__ import annotations
 import copy
 
 import pytest
-from conftest import compose_cfg
 import torch
+from conftest import compose_cfg
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 

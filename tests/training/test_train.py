@@ -8,8 +8,6 @@ import os
 import pytest
 import torch
 from conftest import REPO, final_weights, run_cfg
-from hydra.core.hydra_config import HydraConfig
-from omegaconf import open_dict
 
 from st_lightning.train import train
 
