@@ -27,7 +27,7 @@ from st_lightning.steps import CachedStep, PlainStep
 from st_lightning.utils.checkpoint import CheckpointOnSigterm
 from st_lightning.utils.distributed import agree
 from st_lightning.utils.fsdp import fully_sharded, mixed_precision_policy, shard_module
-from st_lightning.utils.resume import check_resumable, restore_rng, rng_state
+from st_lightning.utils.resume import architecture, check_resumable, restore_rng, rng_state
 
 log = logging.getLogger(__name__)
 
@@ -225,22 +225,9 @@ class EmbeddingModule(L.LightningModule):
         )
 
     # ---- checkpoints -------------------------------------------------------------------------
-    def architecture(self) -> dict[str, Any]:
-        """What a checkpoint must match to be resumed by this module."""
-        config = self.encoder.transformer.config
-        return {
-            "model_type": getattr(config, "model_type", None),
-            "hidden_size": getattr(config, "hidden_size", None),
-            "num_hidden_layers": getattr(config, "num_hidden_layers", None),
-            "vocab_size": getattr(config, "vocab_size", None),
-            "pooling": list(self.encoder.pooling.modes),
-            "embedding_dimension": self.encoder.embedding_dimension,
-            "losses": {k: type(v).__name__ for k, v in self.losses.items()},
-        }
-
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["st_lightning"] = {
-            "architecture": self.architecture(),
+            "architecture": architecture(self.encoder, self.losses),
             "encoder": EncoderDescription.of(self.encoder).to_dict(),  # rebuilt on export
             "config": getattr(self, "run_config", None),  # the composed config, when Hydra ran
             "rng": rng_state(),
@@ -249,7 +236,7 @@ class EmbeddingModule(L.LightningModule):
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         trained = sum(len(g["params"]) for g in self.parameter_groups())
-        check_resumable(checkpoint, self.architecture(), trained)
+        check_resumable(checkpoint, architecture(self.encoder, self.losses), trained)
         state = checkpoint["st_lightning"]
         restore_rng(state.get("rng"))
         self.skipped_batches = int(state.get("skipped_batches", 0))

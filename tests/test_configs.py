@@ -9,6 +9,8 @@ import pytest
 from conftest import CONF, compose_cfg
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from st_lightning.config import check_config
+
 EXPERIMENTS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))
 SWEEPS = sorted(p.stem for p in (CONF / "hparams_search").glob("*.yaml"))
 
@@ -36,6 +38,9 @@ def walk_targets(node, where="cfg"):
 
 
 def check_binds(cfg: DictConfig) -> int:
+    """The run's own check (`st_lightning.config.check_config`: keys and types from the
+    signatures) passes, and every target binds its keys (counted)."""
+    check_config(cfg)
     count = 0
     for where, node in walk_targets(cfg):
         target = resolve_target(node._target_)
@@ -71,6 +76,8 @@ def test_sweep_composes_with_its_experiment(sweep):
     )
     assert cfg.hydra.mode.name == "MULTIRUN" and cfg.optimized_metric
     assert cfg.optimized_metric.split("/")[1] in cfg.evaluator
+    # A sweep selects on a dev split; the test split stays for the final report.
+    assert "test" not in cfg.evaluator[cfg.optimized_metric.split("/")[1]].split
     for key in cfg.hydra.sweeper.params:
         assert OmegaConf.select(cfg, key) is not None, f"swept key {key} does not exist"
 

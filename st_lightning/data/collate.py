@@ -150,3 +150,52 @@ class BatchCollator:
 def identity(batch: Batch) -> Batch:
     """DataLoader collate_fn for batches that arrive collated (picklable for workers)."""
     return batch
+
+
+class RowKeys:
+    """Per row, hashes of its token ids per column; built on first use (no-duplicates only).
+
+    Token ids, not strings: Python's string hashes differ between processes, int tuples don't,
+    so every rank builds the same batches.
+    """
+
+    def __init__(self, data: TokenizedDataset) -> None:
+        self.data = data
+        self._keys: list[tuple[int, ...]] | None = None
+
+    def __getitem__(self, row: int) -> tuple[int, ...]:
+        if self._keys is None:
+            columns = [
+                self.data.data[TokenizedDataset.ids_column(i)] for i in range(len(self.data.inputs))
+            ]
+            self._keys = [
+                tuple(hash(tuple(ids)) for ids in row_ids) for row_ids in zip(*columns, strict=True)
+            ]
+        return self._keys[row]
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+
+class RowLabels:
+    """Per row, its label; read on first use (group-by-label batches only)."""
+
+    def __init__(self, data: TokenizedDataset) -> None:
+        self.data = data
+        self._labels: list[Any] | None = None
+
+    def _all(self) -> list[Any]:
+        if self._labels is None:
+            if self.data.label is None:
+                raise ValueError(f"Dataset {self.data.name!r} has no label column to group by.")
+            self._labels = list(self.data.data[self.data.label])
+        return self._labels
+
+    def __iter__(self):
+        return iter(self._all())
+
+    def __getitem__(self, row: int) -> Any:
+        return self._all()[row]
+
+    def __len__(self) -> int:
+        return len(self.data)

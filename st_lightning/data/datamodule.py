@@ -12,7 +12,13 @@ from datasets import Dataset
 from torch.utils.data import DataLoader
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
-from st_lightning.data.collate import BatchCollator, TokenizedDataset, identity
+from st_lightning.data.collate import (
+    BatchCollator,
+    RowKeys,
+    RowLabels,
+    TokenizedDataset,
+    identity,
+)
 from st_lightning.data.columns import column_roles, invalid_label_rows, invalid_text_rows
 from st_lightning.data.multi import MultiDatasetSampler, ProportionalSampler
 from st_lightning.data.prompts import resolve_prompts
@@ -186,8 +192,8 @@ class EmbeddingDataModule(L.LightningDataModule):
                 rank=rank,
                 world_size=world_size,
                 drop_last=self.drop_last,
-                keys=_LazyKeys(data),
-                labels=_LazyLabels(data),
+                keys=RowKeys(data),
+                labels=RowLabels(data),
             )
             offsets[name] = self.collator.offset_of(name)
         return self.multi_dataset_sampler(samplers=samplers, offsets=offsets, seed=self.seed)
@@ -253,50 +259,3 @@ class EmbeddingDataModule(L.LightningDataModule):
             self.sampler.load_state_dict(state_dict)
         else:
             self._pending_state = state_dict
-
-
-class _LazyKeys:
-    """Per row, hashes of its token ids per column; built on first use (no-duplicates only).
-
-    Token ids, not strings: Python's string hashes differ between processes, int tuples don't,
-    so every rank builds the same batches.
-    """
-
-    def __init__(self, data: TokenizedDataset) -> None:
-        self.data = data
-        self._keys: list[tuple[int, ...]] | None = None
-
-    def __getitem__(self, row: int) -> tuple[int, ...]:
-        if self._keys is None:
-            columns = [
-                self.data.data[TokenizedDataset.ids_column(i)] for i in range(len(self.data.inputs))
-            ]
-            self._keys = [
-                tuple(hash(tuple(ids)) for ids in row_ids) for row_ids in zip(*columns, strict=True)
-            ]
-        return self._keys[row]
-
-    def __len__(self) -> int:
-        return len(self.data)
-
-
-class _LazyLabels:
-    def __init__(self, data: TokenizedDataset) -> None:
-        self.data = data
-        self._labels: list[Any] | None = None
-
-    def _all(self) -> list[Any]:
-        if self._labels is None:
-            if self.data.label is None:
-                raise ValueError(f"Dataset {self.data.name!r} has no label column to group by.")
-            self._labels = list(self.data.data[self.data.label])
-        return self._labels
-
-    def __iter__(self):
-        return iter(self._all())
-
-    def __getitem__(self, row: int) -> Any:
-        return self._all()[row]
-
-    def __len__(self) -> int:
-        return len(self.data)

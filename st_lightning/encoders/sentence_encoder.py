@@ -180,33 +180,15 @@ class SentenceEncoder(nn.Module):
         return self.transformer(**inputs, return_dict=True)[0]
 
     def unused_parameters(self) -> list[str]:
-        """Names of the trainable parameters that take no part in the embeddings.
+        """Names of the trainable parameters that take no part in the embeddings (BERT's
+        pooler, for one); see `st_lightning.encoders.probe`."""
+        from st_lightning.encoders.probe import unused_parameters
 
-        A backbone loaded with `AutoModel` can carry heads the pooling never reads (BERT's
-        pooler, for one). DDP refuses a step where a trainable parameter got no gradient, and
-        `find_unused_parameters` would pay a graph traversal on every step to allow it. Found by
-        one small forward in eval mode (no dropout, so no random numbers drawn, and no gradient
-        checkpointing, which would hide the checkpointed layers' weights from the graph),
-        followed through the autograd graph to its leaves; nothing is computed backwards.
-        """
-        was_training = self.training
-        self.eval()
-        try:
-            features = self.tokenize(["a probe sentence", "a"])
-            features = {
-                k: v.to(self.device) if isinstance(v, Tensor) else v for k, v in features.items()
-            }
-            with torch.enable_grad():
-                reached = graph_leaves(self(features))
-        finally:
-            self.train(was_training)
-        return [n for n, p in self.named_parameters() if p.requires_grad and id(p) not in reached]
+        return unused_parameters(self)
 
     def freeze_unused(self) -> list[str]:
         """Stop training the parameters that `unused_parameters` finds; returns their names.
-
-        They stay in the model and are saved with it, unchanged, so the exported folder holds
-        every weight the backbone's loader expects."""
+        They stay in the model and are saved with it, unchanged."""
         names = self.unused_parameters()
         params = dict(self.named_parameters())
         for name in names:
@@ -285,23 +267,6 @@ class SentenceEncoder(nn.Module):
         if single:
             out = out[0]
         return out.cpu().numpy() if convert_to == "numpy" else out
-
-
-def graph_leaves(output: Tensor) -> set[int]:
-    """ids of the tensors whose gradients a backward pass from `output` would accumulate."""
-    found: set[int] = set()
-    seen: set[int] = set()
-    stack = [output.grad_fn]
-    while stack:
-        node = stack.pop()
-        if node is None or id(node) in seen:
-            continue
-        seen.add(id(node))
-        leaf = getattr(node, "variable", None)  # an AccumulateGrad node holds its tensor
-        if leaf is not None:
-            found.add(id(leaf))
-        stack.extend(next_node for next_node, _ in node.next_functions)
-    return found
 
 
 def check_texts(texts: Sequence[object]) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -25,6 +26,21 @@ def restore_rng(state: dict[str, Any] | None) -> None:
     if state["cuda"] and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
     random.setstate((3, tuple(state["python"]), None))
+
+
+def architecture(encoder: Any, losses: Mapping[str, Any] | Any) -> dict[str, Any]:
+    """What a checkpoint must match to be resumed: the backbone's shape, the pooling, the
+    embedding size and the loss per dataset."""
+    config = encoder.transformer.config
+    return {
+        "model_type": getattr(config, "model_type", None),
+        "hidden_size": getattr(config, "hidden_size", None),
+        "num_hidden_layers": getattr(config, "num_hidden_layers", None),
+        "vocab_size": getattr(config, "vocab_size", None),
+        "pooling": list(encoder.pooling.modes),
+        "embedding_dimension": encoder.embedding_dimension,
+        "losses": {k: type(v).__name__ for k, v in losses.items()},
+    }
 
 
 def check_resumable(checkpoint: dict[str, Any], architecture: dict[str, Any], trained: int) -> None:

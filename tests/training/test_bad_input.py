@@ -11,8 +11,9 @@ from conftest import REPO, compose_cfg, final_weights, run_cfg
 from hydra.errors import ConfigCompositionException
 
 from st_lightning import losses
+from st_lightning.config import check_config
 from st_lightning.encoders import SentenceEncoder
-from st_lightning.train import check_config, train
+from st_lightning.train import train
 
 
 def test_unknown_config_key_is_refused():
