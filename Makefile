@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-dev
 OFFLINE := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 
-.PHONY: help install train smoke test test-all lint typecheck data
+.PHONY: help install train smoke test test-all test-newest lint typecheck data
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -28,6 +28,14 @@ test: $(STAMP)  ## the default test suite (no slow tests), offline
 
 test-all: $(STAMP)  ## every test, slow ones included (what CI runs)
 	$(OFFLINE) $(PY) -m pytest -q -m ""
+
+NEWEST := .venv-newest
+test-newest:  ## the default suite against the newest releases pyproject.toml allows (CI runs it)
+	test -x $(NEWEST)/bin/python || python3 -m venv $(NEWEST)
+	$(NEWEST)/bin/python -m pip install -q --upgrade pip
+	$(NEWEST)/bin/python -m pip install -q --upgrade --upgrade-strategy eager -e ".[dev]"
+	$(NEWEST)/bin/python -m pip list 2>/dev/null | grep -iE '^(lightning|transformers|sentence-transformers|datasets|torch|hydra-core) '
+	$(OFFLINE) $(NEWEST)/bin/python -m pytest -q
 
 lint: $(STAMP)  ## ruff lint and format check
 	$(PY) -m ruff check . && $(PY) -m ruff format --check .
