@@ -24,3 +24,15 @@ def test_quickstart_notebook_runs(monkeypatch, capsys):
     after = namespace["evaluation"].summary()["nli_test"]["after"]["cosine_accuracy"]
     assert 0.5 < before <= 1.0 and 0.5 < after <= 1.0
     assert os.path.exists(namespace["path"])
+    # The notebook's run is built like the command line's: atomic checkpoints, SIGTERM handled,
+    # and its checkpoint exports though no run config exists.
+    from st_lightning.export import encoder_from_checkpoint
+    from st_lightning.utils.checkpoint import AtomicCheckpointIO, CheckpointOnSigterm
+
+    run = namespace["run"]
+    assert isinstance(run.trainer.strategy.checkpoint_io, AtomicCheckpointIO)
+    assert any(isinstance(cb, CheckpointOnSigterm) for cb in run.trainer.callbacks)
+    (checkpoint,) = (run.output_dir / "checkpoints").glob("*.ckpt")
+    exported = encoder_from_checkpoint(checkpoint).state_dict()
+    for key, value in run.module.encoder.state_dict().items():
+        assert (exported[key] == value).all(), key
