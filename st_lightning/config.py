@@ -41,13 +41,14 @@ def check_config(cfg: DictConfig) -> None:
     for key in map(str, cfg):
         if key == "hydra":
             continue
-        node = _child(cfg, key)
+        node = _value(cfg, key, None)
         if isinstance(node, DictConfig):
             problems += check_node(node, str(key))
     for key, target in sections().items():
-        node = _child(cfg, key)
+        node = _value(cfg, key, None)
         if isinstance(node, DictConfig):
             problems += check_arguments(target, node, key)
+    problems += check_required_trainer(cfg)
     seed = _value(cfg, "seed")
     if seed is not _UNKNOWN and not _matches(seed, int):
         problems.append(f"seed must be int, got {seed!r} ({type(seed).__name__})")
@@ -73,7 +74,7 @@ def check_node(node: DictConfig, path: str) -> list[str]:
             return [f"{path}._target_: cannot import {node['_target_']!r} ({err})"]
         problems += check_arguments(target, node, path)
     for key in map(str, node):
-        child = _child(node, key)
+        child = _value(node, key, None)
         if isinstance(child, DictConfig):
             problems += check_node(child, f"{path}.{key}")
         elif isinstance(child, ListConfig):
@@ -97,10 +98,11 @@ def check_arguments(target: Callable[..., Any], node: DictConfig, path: str) -> 
             continue
         value = _value(node, key)
         hint = hints.get(key, Any)
-        if value is _UNKNOWN or isinstance(value, DictConfig | ListConfig) and _has_target(value):
+        if value is _UNKNOWN or _has_target(value):
             continue
         try:
-            plain = OmegaConf.to_container(value, resolve=True) if _is_config(value) else value
+            nested = isinstance(value, DictConfig | ListConfig)
+            plain = OmegaConf.to_container(value, resolve=True) if nested else value
         except Exception:  # noqa: BLE001 - an interpolation that needs a Hydra run
             continue
         if plain in EXTENSIONS.get(f"{path}.{key}", ()):
@@ -174,6 +176,21 @@ def unknown(path: str, key: str, params: Sequence[str], target: Any) -> str:
     return f"{path}: not an argument of {name}{hint}; it takes {', '.join(params)}"
 
 
+def check_required_trainer(cfg: DictConfig) -> list[str]:
+    """The Trainer settings the run builder needs (and would refuse later, after loading)."""
+    from st_lightning.run import REQUIRED_TRAINER
+
+    problems = []
+    for key, value in REQUIRED_TRAINER.items():
+        got = OmegaConf.select(cfg, f"trainer.{key}", default=value)
+        if got != value:
+            problems.append(
+                f"trainer.{key}={got!r} is not supported: st_lightning needs {value!r} (its "
+                "samplers shard batches by rank and may change an epoch's length)"
+            )
+    return problems
+
+
 def check_monitors(cfg: DictConfig) -> list[str]:
     evaluators = [k for k, v in (cfg.get("evaluator") or {}).items() if v is not None]
     problems = []
@@ -212,22 +229,11 @@ def instantiate_named(node: DictConfig | None, **kwargs: Any) -> dict[str, Any]:
 
 
 # ---- values and types --------------------------------------------------------------------------
-def _child(node: DictConfig, key: Any) -> Any:
+def _value(node: DictConfig, key: str, unknown: Any = _UNKNOWN) -> Any:
     try:
         return node[key]
     except Exception:  # noqa: BLE001 - an interpolation that needs a Hydra run
-        return None
-
-
-def _value(node: DictConfig, key: str) -> Any:
-    try:
-        return node[key]
-    except Exception:  # noqa: BLE001 - an interpolation that needs a Hydra run
-        return _UNKNOWN
-
-
-def _is_config(value: Any) -> bool:
-    return isinstance(value, DictConfig | ListConfig)
+        return unknown
 
 
 def _has_target(value: Any) -> bool:

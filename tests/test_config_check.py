@@ -66,12 +66,14 @@ def test_every_problem_is_listed_in_one_error():
             "+model.adam_betas=[0.9]",
             "+losses.nli.scal=10",
             "model.warmup_ratio=null",
+            "trainer.use_distributed_sampler=true",
         ]
     )
     with pytest.raises(ValueError) as err:
         check_config(cfg)
     message = str(err.value)
-    assert "5 problem(s)" in message
+    assert "6 problem(s)" in message
+    assert "trainer.use_distributed_sampler=True is not supported" in message
     assert "data.batch_size must be int, got '6a' (str)" in message
     assert "model.scheduler must be one of 'linear', 'cosine', 'constant', got 'step'" in message
     assert "model.adam_betas must be" in message
