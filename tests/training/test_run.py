@@ -112,7 +112,8 @@ def test_stop_and_resume_from_python_equals_a_run_never_stopped(tmp_path):
     part = python_run(tmp_path / "part", callbacks=[StopAtStep(3), every_step])
     part.fit()
     assert part.trainer.global_step == 3
-    resumed = python_run(tmp_path / "part")
+    again = ModelCheckpoint(tmp_path / "part" / "checkpoints", every_n_train_steps=1)
+    resumed = python_run(tmp_path / "part", callbacks=[again])  # the same command again
     resumed.fit(ckpt_path="last")
     assert resumed.trainer.global_step == STEPS
     expected = weights(full.module.encoder)
