@@ -22,7 +22,7 @@ from st_lightning.encoders.batch import BatchEmbedder
 from st_lightning.encoders.description import EncoderDescription
 from st_lightning.losses.base import EmbeddingLoss
 from st_lightning.losses.gradcache import total_loss
-from st_lightning.optim import Schedule, adamw_with_schedule, parameter_groups
+from st_lightning.optim import Schedule, adamw_with_schedule, clip_gradients, parameter_groups
 from st_lightning.steps import CachedStep, PlainStep
 from st_lightning.utils.checkpoint import CheckpointOnSigterm
 from st_lightning.utils.distributed import agree
@@ -108,14 +108,8 @@ class EmbeddingModule(L.LightningModule):
         self.skipped_batches = 0
         # Weights the embeddings never use (BERT's pooler) are not trained: DDP would refuse
         # the step. They stay in the model and are exported unchanged.
-        frozen = encoder.freeze_unused()
-        if frozen:
-            log.info(
-                "Not training %d parameters that the embeddings do not use (%s); they are "
-                "saved unchanged.",
-                len(frozen),
-                ", ".join(frozen),
-            )
+        if frozen := encoder.freeze_unused():
+            log.info("Not training (saved unchanged), the embeddings never use: %s", frozen)
 
     # ---- wiring ------------------------------------------------------------------------------
     def loss_for(self, dataset: str) -> EmbeddingLoss:
@@ -208,10 +202,17 @@ class EmbeddingModule(L.LightningModule):
         named = self.named_parameters()
         return parameter_groups(named, self.lr, self.weight_decay, self.lr_multipliers)
 
+    def configure_gradient_clipping(
+        self, optimizer: Any, gradient_clip_val: Any = None, gradient_clip_algorithm: Any = None
+    ) -> None:
+        clip_gradients(self, optimizer, gradient_clip_val, gradient_clip_algorithm)
+
     def configure_optimizers(self) -> Any:
         total = int(self.trainer.estimated_stepping_batches)
+        clip = self.trainer.gradient_clip_val
         if isinstance(self.step, CachedStep):
             total //= self.step.accumulate_grad_batches
+            clip = self.step.gradient_clip_val
         betas, eps = self.adam
         return adamw_with_schedule(
             self.parameter_groups(),
@@ -222,6 +223,7 @@ class EmbeddingModule(L.LightningModule):
             warmup_steps=self.warmup[0],
             warmup_ratio=self.warmup[1],
             schedule=self.scheduler_name,
+            scaled_and_clipped=bool(clip) and str(self.trainer.precision) == "16-mixed",
         )
 
     # ---- checkpoints -------------------------------------------------------------------------

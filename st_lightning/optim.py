@@ -51,6 +51,29 @@ def fusable(groups: list[dict[str, Any]]) -> bool:
     )
 
 
+def clip_gradients(
+    module: Any, optimizer: Any, value: float | None, algorithm: str | None = "norm"
+) -> None:
+    """Clip the gradients of `optimizer`'s parameters to `value` (by total norm, or each value
+    with `algorithm="value"`) in any precision.
+
+    Lightning refuses to clip for a fused optimizer under mixed precision, since with fp16's
+    gradient scaler the fused step unscales the gradients itself. Under bf16-mixed (and float32)
+    nothing is scaled, so the gradients are clipped here directly, as Lightning does for other
+    optimizers; under 16-mixed Lightning's own path runs (the optimizer is not fused there when
+    clipping, see `adamw_with_schedule`)."""
+    if not value:
+        return
+    if str(module.trainer.precision) == "16-mixed":
+        module.clip_gradients(optimizer, gradient_clip_val=value, gradient_clip_algorithm=algorithm)
+        return
+    params = [p for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+    if algorithm == "value":
+        torch.nn.utils.clip_grad_value_(params, value)
+    else:
+        torch.nn.utils.clip_grad_norm_(params, value)
+
+
 def schedule_factor(step: int, total: int, warmup: int, schedule: Schedule) -> float:
     """The learning-rate factor at optimizer step `step` of `total`: linear warmup over
     `warmup` steps, then linear or cosine decay to 0, or constant."""
@@ -74,10 +97,14 @@ def adamw_with_schedule(
     warmup_steps: int,
     warmup_ratio: float,
     schedule: Schedule,
+    scaled_and_clipped: bool = False,
 ) -> dict[str, Any]:
     """What `configure_optimizers` returns: AdamW (fused where it can be) and a per-step
-    schedule; `warmup_steps` wins over `warmup_ratio` when both are set."""
-    optimizer = AdamW(groups, lr=lr, betas=betas, eps=eps, fused=fusable(groups))
+    schedule; `warmup_steps` wins over `warmup_ratio` when both are set. `scaled_and_clipped`:
+    fp16 gradient scaling with clipping, where the gradients must be unscaled before clipping,
+    which a fused step (it unscales inside) does not allow."""
+    fused = fusable(groups) and not scaled_and_clipped
+    optimizer = AdamW(groups, lr=lr, betas=betas, eps=eps, fused=fused)
     total = max(total_steps, 1)
     warmup = warmup_steps or math.ceil(warmup_ratio * total)
     scheduler = LambdaLR(optimizer, lambda step: schedule_factor(step, total, warmup, schedule))

@@ -21,6 +21,7 @@ from st_lightning.compat.lightning import attached_trainer
 from st_lightning.data.collate import Batch
 from st_lightning.losses.base import EmbeddingLoss
 from st_lightning.losses.gradcache import cached_backward
+from st_lightning.optim import clip_gradients
 from st_lightning.utils.distributed import world_size
 from st_lightning.utils.fsdp import fully_sharded
 
@@ -141,8 +142,7 @@ class CachedStep:
             return None
         opt = optimizers(module)[0]
         average_gradients(module)
-        if self.gradient_clip_val:
-            module.clip_gradients(opt, gradient_clip_val=self.gradient_clip_val)
+        clip_gradients(module, opt, self.gradient_clip_val)
         opt.step()
         opt.zero_grad(set_to_none=True)
         scheduler = module.lr_schedulers()

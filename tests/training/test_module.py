@@ -33,6 +33,8 @@ def test_parameter_groups_and_multipliers():
 
 class FakeTrainer:
     estimated_stepping_batches = 100
+    precision = "32-true"
+    gradient_clip_val = None
 
 
 def test_fused_adamw_on_cpu_steps_like_the_default(monkeypatch):
@@ -98,3 +100,34 @@ def test_bad_arguments():
         EmbeddingModule(tiny_encoder(), losses.CoSENTLoss(), scheduler="step")
     with pytest.raises(KeyError, match="No loss for dataset 'x'"):
         EmbeddingModule(tiny_encoder(), {"d": losses.CoSENTLoss()}).loss_for("x")
+
+
+class ClipTrainer(FakeTrainer):
+    precision = "bf16-mixed"
+    gradient_clip_val = 1.0
+
+
+def test_clipping_works_with_the_fused_optimizer_under_bf16(monkeypatch):
+    """Lightning refuses to clip for a fused optimizer under mixed precision; under bf16
+    nothing is scaled, so the module clips itself."""
+    monkeypatch.setattr(EmbeddingModule, "trainer", ClipTrainer())
+    module = EmbeddingModule(tiny_encoder(seed=2), losses.CoSENTLoss())
+    optimizer = module.configure_optimizers()["optimizer"]
+    assert optimizer.defaults["fused"] is True
+    params = [p for g in optimizer.param_groups for p in g["params"]]
+    for p in params:
+        p.grad = torch.full_like(p, 3.0)
+    module.configure_gradient_clipping(optimizer, 1.0, "norm")
+    norm = torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in params]))
+    assert norm == pytest.approx(1.0, rel=1e-3)
+    module.configure_gradient_clipping(optimizer, 0.01, "value")
+    assert max(float(p.grad.abs().max()) for p in params) <= 0.01 + 1e-9
+
+
+def test_fp16_scaling_with_clipping_does_not_fuse(monkeypatch):
+    class Fp16(ClipTrainer):
+        precision = "16-mixed"
+
+    monkeypatch.setattr(EmbeddingModule, "trainer", Fp16())
+    module = EmbeddingModule(tiny_encoder(seed=2), losses.CoSENTLoss())
+    assert module.configure_optimizers()["optimizer"].defaults["fused"] is False

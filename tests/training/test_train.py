@@ -309,3 +309,15 @@ def test_kernel_cache_is_bounded_unless_the_environment_sets_it(tmp_path, monkey
     monkeypatch.setenv(ONEDNN_CACHE, "8")
     bound_kernel_cache()
     assert os.environ[ONEDNN_CACHE] == "8"  # a setting from the environment is kept
+
+
+@pytest.mark.parametrize(
+    "clipping",
+    [["trainer.gradient_clip_val=0.5"], ["model.mini_batch_size=3", "model.gradient_clip_val=0.5"]],
+    ids=["lightning", "gradient_caching"],
+)
+def test_gradient_clipping_trains_under_bf16(tmp_path, clipping):
+    """bf16-mixed (what precision=auto picks on bf16 CPUs and GPUs) with the fused AdamW."""
+    overrides = ["+experiment=smoke", "evaluator=[]", "trainer.precision=bf16-mixed", *clipping]
+    metrics = train(run_cfg(tmp_path, overrides))
+    assert math.isfinite(metrics["train/loss"])
