@@ -43,15 +43,11 @@ def test_no_private_attribute_is_used_outside_the_compat_module():
     assert not offenders, f"move these into st_lightning/compat: {offenders}"
 
 
-def test_the_scan_finds_a_private_use():
-    sample = REPO / "tests" / "assets"
+def test_the_scan_finds_a_private_use(tmp_path):
     source = "from lightning.fabric.utilities.cloud_io import _atomic_save\nx = trainer._logger\n"
-    path = sample / "private_sample.py"
+    path = tmp_path / "private_sample.py"
     path.write_text(source)
-    try:
-        assert [text for _, text in private_uses(path)] == ["_atomic_save", "trainer._logger"]
-    finally:
-        path.unlink()
+    assert [text for _, text in private_uses(path)] == ["_atomic_save", "trainer._logger"]
 
 
 def test_a_release_without_an_attribute_fails_with_its_name():

@@ -41,8 +41,8 @@ def test_no_trainable_parameter_of_an_nli_triplet_run_is_left_without_a_gradient
     module = nli_triplet_module()
     names = {n for n, p in module.named_parameters() if not p.requires_grad}
     assert names == {f"encoder.{n}" for n in POOLER}  # all-MiniLM-L6-v2's pooler, only
-    embeddings, extra = module.embedder(batch_of(module).features), {}
-    module.loss_for("nli")(embeddings, None, **extra).backward()
+    embeddings = module.embedder(batch_of(module).features)
+    module.loss_for("nli")(embeddings, None).backward()
     missing = [n for n, p in module.named_parameters() if p.requires_grad and p.grad is None]
     assert missing == []
     assert all(p.grad is None for n, p in module.named_parameters() if not p.requires_grad)
