@@ -159,13 +159,30 @@ def check_dataclass_values(value: Any, hint: Any, path: str) -> list[str]:
         args = get_args(mapping)
         classes = [c for c in _flatten(args[1]) if dataclasses.is_dataclass(c)] if args else []
         for cls in classes:
-            fields = [f.name for f in dataclasses.fields(cls)]
             for name, entry in value.items():
-                if not isinstance(entry, dict) or "_target_" in entry:
-                    continue
-                for key in entry:
-                    if key not in fields:
-                        problems.append(unknown(f"{path}.{name}.{key}", key, fields, cls))
+                if isinstance(entry, dict) and "_target_" not in entry:
+                    problems += check_fields(entry, cls, f"{path}.{name}")  # type: ignore[arg-type]
+    return problems
+
+
+def check_fields(entry: dict[str, Any], cls: type, path: str) -> list[str]:
+    """Keys of a plain mapping written for dataclass `cls`, and of mappings it holds for
+    dataclass-typed fields (a DatasetSpec's `hard_negatives`)."""
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    hints = typing.get_type_hints(cls)
+    problems = []
+    for key, item in entry.items():
+        if key not in fields:
+            problems.append(unknown(f"{path}.{key}", key, list(fields), cls))
+            continue
+        inner = [c for c in _flatten(hints.get(key, Any)) if dataclasses.is_dataclass(c)]
+        if isinstance(item, dict) and inner:
+            problems += check_fields(item, inner[0], f"{path}.{key}")  # type: ignore[arg-type]
+        elif not _matches(item, hints.get(key, Any)):
+            problems.append(
+                f"{path}.{key} must be {_describe(hints[key])}, got {item!r} "
+                f"({type(item).__name__})"
+            )
     return problems
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -11,6 +12,11 @@ from typing import Any
 from datasets import Dataset, DatasetDict, load_dataset
 
 from st_lightning.encoders.hub import hub_offline
+from st_lightning.mining.spec import HardNegatives
+
+log = logging.getLogger(__name__)
+
+_COMPRESSED = (".gz", ".bz2", ".xz", ".zst", ".zip")
 
 _BUILDERS = {
     ".csv": "csv",
@@ -40,6 +46,9 @@ class DatasetSpec:
         load_kwargs: passed on to `datasets.load_dataset` (e.g. `revision`, `delimiter`).
         teacher: a model id/folder whose embeddings of the first column become the `label`
             column (for MSELoss distillation); computed once when the data is set up.
+        hard_negatives: mine negatives for the (anchor, positive) rows when the data is set up
+            (`st_lightning.mining.HardNegatives`: model, corpus, num_negatives, margins...);
+            the mined rows replace the rows.
     """
 
     path: str
@@ -54,18 +63,28 @@ class DatasetSpec:
     load_kwargs: dict[str, Any] = field(default_factory=dict)
     teacher: str | None = None
     teacher_batch_size: int = 64
+    hard_negatives: HardNegatives | None = None
+
+
+def file_suffix(path: Path) -> str:
+    """The data format suffix of a file, under a compression suffix (`.jsonl.gz` -> `.jsonl`)."""
+    suffixes = [x.lower() for x in path.suffixes]
+    if len(suffixes) > 1 and suffixes[-1] in _COMPRESSED:
+        return suffixes[-2]
+    return suffixes[-1] if suffixes else ""
 
 
 def _load(spec: DatasetSpec, dataset: str) -> Dataset:
     path = Path(spec.path).expanduser()
     kwargs = dict(spec.load_kwargs)
-    if path.suffix.lower() in _BUILDERS:
+    suffix = file_suffix(path)
+    if suffix in _BUILDERS:
         if not path.is_file():
             raise FileNotFoundError(f"Dataset {dataset!r}: file {str(path)!r} does not exist.")
-        if path.suffix.lower() == ".tsv":
+        if suffix == ".tsv":
             kwargs.setdefault("delimiter", "\t")
         base_split = spec.split.split("[", 1)[0]  # slicing such as train[:100] works on files too
-        builder = _BUILDERS[path.suffix.lower()]
+        builder = _BUILDERS[suffix]
         return load_dataset(builder, data_files={base_split: str(path)}, split=spec.split, **kwargs)
     if path.is_dir() or str(spec.path).startswith((".", "/", "~")):
         if not path.is_dir():
@@ -111,6 +130,9 @@ def load_source(spec: DatasetSpec | Dataset | Mapping[str, Any], dataset: str) -
         raise ValueError(f"Dataset {dataset!r} is empty; check its path, split and filters.")
     if isinstance(spec, DatasetSpec) and spec.teacher:
         ds = add_teacher_embeddings(ds, spec.teacher, spec.teacher_batch_size, dataset)
+    if isinstance(spec, DatasetSpec) and spec.hard_negatives is not None:
+        log.info("Dataset %r: mining hard negatives", dataset)
+        ds, _ = HardNegatives.of(spec.hard_negatives).mine(ds)
     return ds
 
 
