@@ -210,15 +210,30 @@ def check_required_trainer(cfg: DictConfig) -> list[str]:
 
 def check_monitors(cfg: DictConfig) -> list[str]:
     evaluators = [k for k, v in (cfg.get("evaluator") or {}).items() if v is not None]
+    eval_data = OmegaConf.select(cfg, "data.eval_datasets")
+    losses = ["val/loss"]
+    if isinstance(eval_data, DictConfig) and "path" not in eval_data:
+        losses += [f"val/loss/{name}" for name in eval_data]
+    elif eval_data is not None:
+        losses += [f"val/loss/{name}" for name in OmegaConf.select(cfg, "data.datasets") or {}]
     problems = []
     for key in monitors(cfg):
         parts = key.split("/")
         if parts[0] == "train":
             continue
+        if parts[:2] == ["val", "loss"]:
+            if eval_data is None:
+                problems.append(
+                    f"the monitored metric {key!r} needs evaluation data: set data.eval_datasets"
+                )
+            elif key not in losses:
+                problems.append(f"the monitored metric {key!r} is not logged; losses are {losses}")
+            continue
         if len(parts) < 3 or parts[0] != "val" or parts[1] not in evaluators:
             problems.append(
                 f"the monitored metric {key!r} comes from no configured evaluator; metrics are "
-                f"val/<evaluator>/<metric> and the evaluators are {evaluators}"
+                f"val/<evaluator>/<metric> (or val/loss with data.eval_datasets) and the "
+                f"evaluators are {evaluators}"
             )
     return problems
 

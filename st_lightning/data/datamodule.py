@@ -13,6 +13,7 @@ from torch.utils.data import DataLoader
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
 from st_lightning.data.collate import (
+    Batch,
     BatchCollator,
     RowKeys,
     RowLabels,
@@ -61,6 +62,13 @@ class EmbeddingDataModule(L.LightningDataModule):
             "skip" (dropped, with a logged count and example rows).
         tokenize_num_proc: processes for tokenization (`datasets.map`).
         with_texts: also put the raw texts in each batch (for GISTEmbedLoss's guide).
+        eval_datasets: evaluation data whose loss is logged as `val/loss/<name>` (and the
+            row-weighted mean over them as `val/loss`) on the evaluation schedule: name ->
+            spec, with each name one of `datasets` (its loss and column rules apply), or one
+            spec when there is one training dataset.
+        eval_batch_size: rows per evaluation batch (default `batch_size`). Batches are the
+            eval rows in order, each computed whole on one rank, so the value is the same on
+            any number of processes.
     """
 
     def __init__(
@@ -78,6 +86,11 @@ class EmbeddingDataModule(L.LightningDataModule):
         on_invalid: Literal["error", "skip"] = "error",
         tokenize_num_proc: int | None = None,
         with_texts: bool = False,
+        eval_datasets: Mapping[str, DatasetSpec | Mapping[str, Any] | Dataset]
+        | DatasetSpec
+        | Dataset
+        | None = None,
+        eval_batch_size: int | None = None,
     ) -> None:
         super().__init__()
         if not datasets:
@@ -87,6 +100,10 @@ class EmbeddingDataModule(L.LightningDataModule):
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
         self.specs = dict(datasets)
+        self.eval_specs = eval_specs(eval_datasets, list(self.specs))
+        self.eval_batch_size = eval_batch_size or batch_size
+        if self.eval_batch_size < 1:
+            raise ValueError(f"eval_batch_size must be >= 1, got {eval_batch_size}.")
         self._tokenizer = tokenizer
         self.batch_size = batch_size
         self.batch_sampler = batch_sampler
@@ -100,6 +117,7 @@ class EmbeddingDataModule(L.LightningDataModule):
         self.tokenize_num_proc = tokenize_num_proc
         self.with_texts = with_texts
         self.tokenized: dict[str, TokenizedDataset] = {}
+        self.eval_tokenized: dict[str, TokenizedDataset] = {}
         self.sampler: MultiDatasetSampler | None = None
         self._pending_state: Mapping[str, Any] | None = None
 
@@ -115,13 +133,32 @@ class EmbeddingDataModule(L.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.tokenized:
             return
+        self.tokenized = self.tokenize(self.specs, "")
+        self.eval_tokenized = self.tokenize(self.eval_specs, "eval ")
+        collate: dict[str, Any] = dict(
+            pad_id=self.tokenizer.pad_token_id or 0,
+            token_type_ids="token_type_ids" in self.tokenizer.model_input_names,
+            with_texts=self.with_texts,
+        )
+        self.collator = BatchCollator(self.tokenized, **collate)
+        if self.eval_tokenized:
+            self.eval_collator = BatchCollator(self.eval_tokenized, **collate)
+        self.sampler = self.build_sampler()
+        if self._pending_state is not None:
+            self.sampler.load_state_dict(self._pending_state)
+
+    def tokenize(
+        self, specs: Mapping[str, DatasetSpec | Mapping[str, Any] | Dataset], kind: str
+    ) -> dict[str, TokenizedDataset]:
+        """Load, check (column roles, invalid rows) and tokenize named datasets once."""
         tokenizer = self.tokenizer
         max_length = self.max_seq_length or min(tokenizer.model_max_length, 512)
-        raw = {name: load_source(spec, name) for name, spec in self.specs.items()}
+        raw = {name: load_source(spec, f"{kind}{name}") for name, spec in specs.items()}
         roles = {name: column_roles(name, ds.column_names) for name, ds in raw.items()}
         prompts = resolve_prompts(self.prompts, {n: r.inputs for n, r in roles.items()})
+        out = {}
         for name, ds in raw.items():
-            ds = self.drop_invalid(name, ds, roles[name].inputs, roles[name].label)
+            ds = self.drop_invalid(f"{kind}{name}", ds, roles[name].inputs, roles[name].label)
             columns = list(roles[name].inputs)
             col_prompts = [prompts[name].get(c, "") for c in columns]
             tokens = ds.map(
@@ -134,21 +171,33 @@ class EmbeddingDataModule(L.LightningDataModule):
                     "max_length": max_length,
                 },
                 num_proc=self.tokenize_num_proc,
-                desc=f"Tokenizing {name}",
+                desc=f"Tokenizing {kind}{name}",
             )
             lengths = tuple(len(tokenizer(p)["input_ids"]) - 1 if p else 0 for p in col_prompts)
-            self.tokenized[name] = TokenizedDataset(
+            out[name] = TokenizedDataset(
                 name, tokens, roles[name].inputs, roles[name].label, lengths
             )
-        self.collator = BatchCollator(
-            self.tokenized,
-            pad_id=tokenizer.pad_token_id or 0,
-            token_type_ids="token_type_ids" in tokenizer.model_input_names,
-            with_texts=self.with_texts,
-        )
-        self.sampler = self.build_sampler()
-        if self._pending_state is not None:
-            self.sampler.load_state_dict(self._pending_state)
+        return out
+
+    def eval_batches(self, rank: int = 0, world_size: int = 1) -> list[tuple[Batch, float]]:
+        """This rank's evaluation batches, with their weights. Every dataset's rows are cut
+        into consecutive batches of `eval_batch_size`, and batch i goes to rank
+        i % world_size; ranks with fewer batches repeat their last one with weight 0, so
+        every rank runs the same number of forward passes."""
+        self.setup()
+        work: list[tuple[str, range]] = []
+        for name, data in self.eval_tokenized.items():
+            size = self.eval_batch_size
+            work += [(name, range(i, min(i + size, len(data)))) for i in range(0, len(data), size)]
+        mine = work[rank::world_size]
+        per_rank = -(-len(work) // world_size)
+        out: list[tuple[Batch, float]] = []
+        for name, rows in mine:
+            offset = self.eval_collator.offset_of(name)
+            out.append((self.eval_collator[[offset + i for i in rows]], 1.0))
+        while mine and len(out) < per_rank:
+            out.append((out[-1][0], 0.0))
+        return out
 
     def drop_invalid(
         self, name: str, ds: Dataset, inputs: tuple[str, ...], label: str | None
@@ -209,7 +258,7 @@ class EmbeddingDataModule(L.LightningDataModule):
                 f"{sorted(self.specs)}; give exactly one loss per dataset name."
             )
         self.setup()
-        for name, data in self.tokenized.items():
+        for name, data in [*self.tokenized.items(), *self.eval_tokenized.items()]:
             loss = losses[name]
             loss.check_columns(name, data.inputs, data.label)
             if data.label is not None:
@@ -259,3 +308,30 @@ class EmbeddingDataModule(L.LightningDataModule):
             self.sampler.load_state_dict(state_dict)
         else:
             self._pending_state = state_dict
+
+
+def eval_specs(
+    value: Mapping[str, Any] | DatasetSpec | Dataset | None, names: list[str]
+) -> dict[str, Any]:
+    """`eval_datasets` as name -> spec: one spec takes the only training dataset's name."""
+    if value is None:
+        return {}
+    single = isinstance(value, DatasetSpec | Dataset) or (
+        isinstance(value, Mapping) and "path" in value
+    )
+    if single:
+        if len(names) != 1:
+            raise ValueError(
+                f"One eval dataset was given but there are {len(names)} training datasets "
+                f"({names}); name it by the training dataset whose loss it uses: "
+                f"eval_datasets: {{{names[0]}: ...}}."
+            )
+        return {names[0]: value}
+    assert isinstance(value, Mapping)
+    unknown = [n for n in value if n not in names]
+    if unknown:
+        raise ValueError(
+            f"eval_datasets {unknown} are not training dataset names {names}; each eval "
+            "dataset is named by the training dataset whose loss it uses."
+        )
+    return dict(value)

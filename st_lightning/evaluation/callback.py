@@ -13,6 +13,7 @@ import lightning as L
 import torch
 
 from st_lightning.evaluation.base import Evaluator, embed_groups, encoder_fn
+from st_lightning.evaluation.loss import evaluation_loss
 from st_lightning.evaluation.sharding import sharded_encoder
 from st_lightning.utils.fsdp import full_parameters
 
@@ -23,6 +24,8 @@ class EvaluatorCallback(L.Callback):
     """Runs evaluators before training (baseline), every `every_n_steps` and/or at each epoch
     end, and after training, logging `val/<name>/<metric>` to every logger and to
     `trainer.callback_metrics`, so ModelCheckpoint, EarlyStopping and sweeps can monitor them.
+    When the data module has eval datasets, their loss is computed at the same times and
+    logged as `val/loss` and `val/loss/<dataset>`.
 
     Under DDP/FSDP each rank embeds a shard of the texts and the embeddings are gathered, so all
     ranks compute the same metrics and nothing is embedded twice.
@@ -74,6 +77,7 @@ class EvaluatorCallback(L.Callback):
             with full_parameters(trainer), trainer.precision_plugin.forward_context():
                 for evaluator in self.evaluators:
                     results.update(self.run_one(trainer, pl_module, encoder, evaluator, stage))
+                results.update(self.run_loss(trainer, pl_module, stage))
         finally:
             encoder.train(was_training)
         return results
@@ -100,6 +104,25 @@ class EvaluatorCallback(L.Callback):
         metrics = evaluator.compute(embeddings)
         self.record(trainer, evaluator.name, stage, metrics, time.perf_counter() - start)
         return {f"val/{evaluator.name}/{k}": float(v) for k, v in metrics.items()}
+
+    def run_loss(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str
+    ) -> dict[str, float]:
+        """The loss on the data module's eval datasets, if it has any (`val/loss...`)."""
+        data = getattr(trainer, "datamodule", None)
+        if not getattr(data, "eval_specs", None):
+            return {}
+        start = time.perf_counter()
+        results = evaluation_loss(
+            pl_module,
+            data,
+            trainer.global_rank,
+            trainer.world_size,
+            lambda t: trainer.strategy.reduce(t, reduce_op="sum"),
+        )
+        metrics = {k.removeprefix("val/loss").lstrip("/") or "all": v for k, v in results.items()}
+        self.record(trainer, "loss", stage, metrics, time.perf_counter() - start)
+        return results
 
     def record(
         self, trainer: L.Trainer, name: str, stage: str, metrics: dict[str, float], seconds: float
