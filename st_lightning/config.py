@@ -153,6 +153,9 @@ def check_dataclass_values(value: Any, hint: Any, path: str) -> list[str]:
     ...}}` for `Mapping[str, DatasetSpec | ...]`): each checked against the dataclass."""
     if not isinstance(value, dict):
         return []
+    direct = [c for c in _flatten(hint) if dataclasses.is_dataclass(c)]
+    if direct and "_target_" not in value:  # a dataclass written as a mapping
+        return check_fields(value, direct[0], path)  # type: ignore[arg-type]
     kinds = [a for a in _flatten(hint) if get_origin(a) in (dict, Mapping, typing.Mapping)]
     problems = []
     for mapping in kinds:

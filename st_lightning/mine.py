@@ -26,7 +26,10 @@ log = logging.getLogger(__name__)
 
 def mine(cfg: DictConfig) -> Path | None:
     """Mine as `cfg` says; returns the folder written (None on processes other than 0)."""
-    plain: dict[str, Any] = OmegaConf.to_container(cfg, resolve=True)  # type: ignore[assignment]
+    plain: dict[str, Any] = {
+        key: OmegaConf.to_container(cfg[key], resolve=True) for key in ("dataset", "mining")
+    }
+    plain["output_dir"], plain["overwrite"] = cfg.output_dir, cfg.get("overwrite", False)
     problems = check_fields(plain["dataset"], DatasetSpec, "dataset")
     problems += check_fields(plain["mining"], HardNegatives, "mining")
     if problems:

@@ -39,7 +39,8 @@ class EmbeddingModule(L.LightningModule):
         encoder: the model being trained (saved at the end in sentence-transformers format).
         losses: dataset name -> loss (a single loss is used for every dataset).
         lr: AdamW learning rate.
-        weight_decay: AdamW weight decay, except for biases and normalization weights.
+        weight_decay: AdamW weight decay, except for biases and normalization weights (0, as
+            in the reference trainer).
         lr_multipliers: parameter-name prefix -> learning-rate factor, e.g. `{"losses": 10.0}`
             for a freshly initialised SoftmaxLoss classifier, `{"encoder.transformer.embeddings":
             0.1}`; the longest matching prefix wins.
@@ -49,8 +50,11 @@ class EmbeddingModule(L.LightningModule):
         adam_betas, adam_eps: AdamW settings.
         mini_batch_size: turn on gradient caching with this many rows per forward pass (any
             loss; memory is bounded by the mini-batch). Uses manual optimization, so gradient
-            clipping and accumulation are set here instead of on the Trainer.
-        gradient_clip_val, accumulate_grad_batches: for the cached mode only.
+            accumulation is set here instead of on the Trainer.
+        gradient_clip_val: clip the total gradient norm to this before every optimizer step
+            (1.0, the reference trainer's `max_grad_norm`; None switches it off), in both
+            modes and every precision. A `trainer.gradient_clip_val` wins where it is set.
+        accumulate_grad_batches: for the cached mode only.
         nan_policy: a non-finite loss "raise"s (naming the dataset and batch) or is "skip"ped
             (counted in `train/skipped_batches`).
         length_group_tokens: embed the rows of all columns of a batch sorted by length, in
@@ -65,7 +69,7 @@ class EmbeddingModule(L.LightningModule):
         encoder: SentenceEncoder,
         losses: Mapping[str, EmbeddingLoss] | EmbeddingLoss,
         lr: float = 5e-5,
-        weight_decay: float = 0.01,
+        weight_decay: float = 0.0,
         lr_multipliers: Mapping[str, float] | None = None,
         warmup_ratio: float = 0.0,
         warmup_steps: int = 0,
@@ -73,7 +77,7 @@ class EmbeddingModule(L.LightningModule):
         adam_betas: tuple[float, float] = (0.9, 0.999),
         adam_eps: float = 1e-8,
         mini_batch_size: int | None = None,
-        gradient_clip_val: float | None = None,
+        gradient_clip_val: float | None = 1.0,
         accumulate_grad_batches: int = 1,
         nan_policy: Literal["raise", "skip"] = "raise",
         length_group_tokens: int | Literal["auto"] | None = "auto",
@@ -96,6 +100,7 @@ class EmbeddingModule(L.LightningModule):
         self.losses = nn.ModuleDict({} if self.shared_loss is not None else dict(losses))  # type: ignore[arg-type]
         self.lr = lr
         self.weight_decay = weight_decay
+        self.gradient_clip_val = gradient_clip_val
         self.lr_multipliers = dict(lr_multipliers or {})
         self.warmup = (warmup_steps, warmup_ratio)
         self.scheduler_name = scheduler
@@ -205,11 +210,14 @@ class EmbeddingModule(L.LightningModule):
     def configure_gradient_clipping(
         self, optimizer: Any, gradient_clip_val: Any = None, gradient_clip_algorithm: Any = None
     ) -> None:
-        clip_gradients(self, optimizer, gradient_clip_val, gradient_clip_algorithm)
+        """Lightning calls this before every optimizer step, with the Trainer's settings
+        (None unless set there); the module's `gradient_clip_val` applies otherwise."""
+        value = self.gradient_clip_val if gradient_clip_val is None else gradient_clip_val
+        clip_gradients(self, optimizer, value, gradient_clip_algorithm or "norm")
 
     def configure_optimizers(self) -> Any:
         total = int(self.trainer.estimated_stepping_batches)
-        clip = self.trainer.gradient_clip_val
+        clip = self.trainer.gradient_clip_val or self.gradient_clip_val
         if isinstance(self.step, CachedStep):
             total //= self.step.accumulate_grad_batches
             clip = self.step.gradient_clip_val

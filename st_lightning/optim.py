@@ -75,10 +75,12 @@ def clip_gradients(
 
 
 def schedule_factor(step: int, total: int, warmup: int, schedule: Schedule) -> float:
-    """The learning-rate factor at optimizer step `step` of `total`: linear warmup over
-    `warmup` steps, then linear or cosine decay to 0, or constant."""
+    """The learning-rate factor at optimizer step `step` (from 0) of `total`: linear warmup
+    from 0 over `warmup` steps, then linear or cosine decay to 0, or constant. The linear
+    schedule is the reference trainer's (transformers' `get_linear_schedule_with_warmup`):
+    step 0 of a warm-up runs at factor 0 and step `warmup` at 1."""
     if step < warmup:
-        return (step + 1) / (warmup + 1)
+        return step / warmup
     if schedule == "constant":
         return 1.0
     progress = min((step - warmup) / max(total - warmup, 1), 1.0)

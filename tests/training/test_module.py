@@ -69,6 +69,8 @@ def test_schedules(schedule, monkeypatch):
         assert factors[3:] == [1.0, 1.0]
     else:
         assert factors[4] < 0.05 and 0.3 < factors[3] < 0.7
+    if schedule == "linear":  # transformers' get_linear_schedule_with_warmup, by hand
+        assert factors == pytest.approx([0.0, 0.9, 1.0, 45 / 90, 1 / 90])
 
 
 def test_non_finite_loss_names_the_dataset(monkeypatch):
