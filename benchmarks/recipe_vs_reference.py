@@ -131,7 +131,8 @@ def main() -> None:
             start = time.perf_counter()
             model = (train_ours if trainer == "st_lightning" else train_reference)(seed, out)
             seconds = time.perf_counter() - start
-            row = {"trainer": trainer, "seed": seed, "train_seconds": round(seconds), **evaluate(model)}
+            row = {"trainer": trainer, "seed": seed, "train_seconds": round(seconds)}
+            row.update(evaluate(model))
             results["runs"].append(row)
             print(row, flush=True)
             write(results, args.out)

@@ -154,9 +154,10 @@ def check_dataclass_values(value: Any, hint: Any, path: str) -> list[str]:
     if not isinstance(value, dict):
         return []
     direct = [c for c in _flatten(hint) if dataclasses.is_dataclass(c)]
-    if direct and "_target_" not in value:  # a dataclass written as a mapping
-        return check_fields(value, direct[0], path)  # type: ignore[arg-type]
     kinds = [a for a in _flatten(hint) if get_origin(a) in (dict, Mapping, typing.Mapping)]
+    of_mappings = bool(value) and all(isinstance(v, dict) for v in value.values())
+    if direct and "_target_" not in value and not (kinds and of_mappings):
+        return check_fields(value, direct[0], path)  # type: ignore[arg-type]
     problems = []
     for mapping in kinds:
         args = get_args(mapping)
@@ -216,9 +217,10 @@ def check_monitors(cfg: DictConfig) -> list[str]:
     eval_data = OmegaConf.select(cfg, "data.eval_datasets")
     losses = ["val/loss"]
     if isinstance(eval_data, DictConfig) and "path" not in eval_data:
-        losses += [f"val/loss/{name}" for name in eval_data]
+        losses += [f"val/loss/{name!s}" for name in eval_data]
     elif eval_data is not None:
-        losses += [f"val/loss/{name}" for name in OmegaConf.select(cfg, "data.datasets") or {}]
+        datasets = OmegaConf.select(cfg, "data.datasets") or {}
+        losses += [f"val/loss/{name!s}" for name in datasets]
     problems = []
     for key in monitors(cfg):
         parts = key.split("/")

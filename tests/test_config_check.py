@@ -93,3 +93,29 @@ def test_a_subclass_taking_kwargs_accepts_its_parents_arguments():
 
     names, _, open_ended = signature_of(FullyShardedStrategy)
     assert "data_parallel_size" in names and "timeout" in names and not open_ended
+
+
+def test_a_val_loss_monitor_needs_eval_data_and_a_logged_name():
+    monitor = ["callbacks.model_checkpoint.monitor=val/loss", "callbacks.model_checkpoint.mode=min"]
+    with pytest.raises(ValueError, match="needs evaluation data: set data.eval_datasets"):
+        check_config(compose_cfg(["+experiment=smoke", *monitor]))
+    eval_data = ["+data.eval_datasets.nli.path=tests/assets/tiny_nli.jsonl"]
+    check_config(compose_cfg(["+experiment=smoke", *monitor, *eval_data]))
+    wrong = ["callbacks.model_checkpoint.monitor=val/loss/sts"]
+    with pytest.raises(ValueError, match="'val/loss/sts' is not logged; losses are"):
+        check_config(compose_cfg(["+experiment=smoke", *wrong, *eval_data]))
+
+
+def test_hard_negative_settings_are_checked_by_name_and_type():
+    cfg = compose_cfg(
+        [
+            "+experiment=scifact_hardneg",
+            "+data.datasets.scifact.hard_negatives.num_negative=3",
+            "data.datasets.scifact.hard_negatives.relative_margin=true",
+        ]
+    )
+    with pytest.raises(ValueError) as err:
+        check_config(cfg)
+    assert "hard_negatives.num_negative: not an argument" in str(err.value)
+    assert "did you mean num_negatives" in str(err.value)
+    assert "hard_negatives.relative_margin must be float or null, got True" in str(err.value)
