@@ -151,9 +151,11 @@ def mine_hard_negatives(
     stats.rows_in, stats.queries, stats.corpus = len(dataset), len(queries), len(texts)
     stats.range_max = range_max
 
-    encoder = (
-        SentenceEncoder.from_pretrained(model) if isinstance(model, (str, os.PathLike)) else model
-    )
+    if isinstance(model, (str, os.PathLike)):
+        encoder = SentenceEncoder.from_pretrained(model)
+        encoder.to("cuda" if torch.cuda.is_available() else "cpu")
+    else:
+        encoder = model
     q_prompt = _prompt(encoder, query_prompt_name, query_prompt, QUERY_PROMPT_NAMES)
     c_prompt = _prompt(encoder, corpus_prompt_name, corpus_prompt, CORPUS_PROMPT_NAMES)
     common: dict[str, Any] = dict(
@@ -171,6 +173,7 @@ def mine_hard_negatives(
         chunk_size=chunk_size,
         use_faiss=use_faiss,
         show_progress=show_progress,
+        device=encoder.device,
     )
     pair_query = torch.tensor([qi for qi, ids in enumerate(positive_ids) for _ in ids])
     pair_doc = torch.tensor([d for ids in positive_ids for d in ids])

@@ -22,6 +22,7 @@ def top_k(
     chunk_size: int = 1 << 24,
     use_faiss: bool = False,
     show_progress: bool = True,
+    device: torch.device | str = "cpu",
 ) -> tuple[Tensor, Tensor]:
     """The `k` highest inner products of each query with the corpus, highest first.
 
@@ -30,15 +31,16 @@ def top_k(
 
     Exact search computes one (query chunk x corpus chunk) block of scores at a time, at most
     `chunk_size` of them, and merges each block's top k into a running top k: memory is
-    bounded by the chunk size, not by n_queries x n_corpus. `use_faiss` searches a flat
-    (exact) FAISS inner-product index instead.
+    bounded by the chunk size, not by n_queries x n_corpus; the blocks are computed on
+    `device` (a GPU when the model is on one) and the results returned on the CPU. `use_faiss`
+    searches a flat (exact) FAISS inner-product index instead.
     """
     n_queries, n_corpus = len(queries), len(corpus)
     kk = min(k, n_corpus)
     if use_faiss:
         scores, indices = _faiss_top_k(queries, corpus, kk, chunk_size, show_progress)
     else:
-        scores, indices = _chunked_top_k(queries, corpus, kk, chunk_size, show_progress)
+        scores, indices = _chunked_top_k(queries, corpus, kk, chunk_size, show_progress, device)
     if kk < k:
         scores = torch.cat([scores, scores.new_full((n_queries, k - kk), -float("inf"))], dim=1)
         indices = torch.cat([indices, indices.new_full((n_queries, k - kk), -1)], dim=1)
@@ -54,17 +56,22 @@ def _blocks(n_queries: int, n_corpus: int, k: int, chunk_size: int) -> tuple[int
 
 
 def _chunked_top_k(
-    queries: Tensor, corpus: Tensor, k: int, chunk_size: int, show_progress: bool
+    queries: Tensor,
+    corpus: Tensor,
+    k: int,
+    chunk_size: int,
+    show_progress: bool,
+    device: torch.device | str,
 ) -> tuple[Tensor, Tensor]:
     query_rows, corpus_rows = _blocks(len(queries), len(corpus), k, chunk_size)
     all_scores, all_indices = [], []
     bar = progress(len(queries), "Searching", show_progress)
     for q0 in range(0, len(queries), query_rows):
-        q = queries[q0 : q0 + query_rows]
+        q = queries[q0 : q0 + query_rows].to(device)
         best_scores = q.new_empty((len(q), 0))
-        best_indices = torch.empty((len(q), 0), dtype=torch.long)
+        best_indices = torch.empty((len(q), 0), dtype=torch.long, device=q.device)
         for c0 in range(0, len(corpus), corpus_rows):
-            block = q @ corpus[c0 : c0 + corpus_rows].T
+            block = q @ corpus[c0 : c0 + corpus_rows].to(device).T
             scores, indices = torch.topk(block, k=min(k, block.shape[1]), dim=1)
             scores = torch.cat([best_scores, scores], dim=1)
             indices = torch.cat([best_indices, indices + c0], dim=1)
@@ -72,8 +79,8 @@ def _chunked_top_k(
                 scores, order = torch.topk(scores, k=k, dim=1)
                 indices = indices.gather(1, order)
             best_scores, best_indices = scores, indices
-        all_scores.append(best_scores)
-        all_indices.append(best_indices)
+        all_scores.append(best_scores.cpu())
+        all_indices.append(best_indices.cpu())
         bar.update(len(q))
     bar.close()
     return torch.cat(all_scores), torch.cat(all_indices)
