@@ -133,8 +133,8 @@ class EmbeddingDataModule(L.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.tokenized:
             return
-        self.tokenized = self.tokenize(self.specs, "")
-        self.eval_tokenized = self.tokenize(self.eval_specs, "eval ")
+        self.tokenized, prompts = self.tokenize(self.specs, "")
+        self.eval_tokenized, _ = self.tokenize(self.eval_specs, "eval ", prompts)
         collate: dict[str, Any] = dict(
             pad_id=self.tokenizer.pad_token_id or 0,
             token_type_ids="token_type_ids" in self.tokenizer.model_input_names,
@@ -148,14 +148,19 @@ class EmbeddingDataModule(L.LightningDataModule):
             self.sampler.load_state_dict(self._pending_state)
 
     def tokenize(
-        self, specs: Mapping[str, DatasetSpec | Mapping[str, Any] | Dataset], kind: str
-    ) -> dict[str, TokenizedDataset]:
-        """Load, check (column roles, invalid rows) and tokenize named datasets once."""
+        self,
+        specs: Mapping[str, DatasetSpec | Mapping[str, Any] | Dataset],
+        kind: str,
+        prompts: Mapping[str, Mapping[str, str]] | None = None,
+    ) -> tuple[dict[str, TokenizedDataset], Mapping[str, Mapping[str, str]]]:
+        """Load, check (column roles, invalid rows) and tokenize named datasets once; returns
+        them and their prompts per column (eval datasets take their training dataset's)."""
         tokenizer = self.tokenizer
         max_length = self.max_seq_length or min(tokenizer.model_max_length, 512)
         raw = {name: load_source(spec, f"{kind}{name}") for name, spec in specs.items()}
         roles = {name: column_roles(name, ds.column_names) for name, ds in raw.items()}
-        prompts = resolve_prompts(self.prompts, {n: r.inputs for n, r in roles.items()})
+        if prompts is None:
+            prompts = resolve_prompts(self.prompts, {n: r.inputs for n, r in roles.items()})
         out = {}
         for name, ds in raw.items():
             ds = self.drop_invalid(f"{kind}{name}", ds, roles[name].inputs, roles[name].label)
@@ -177,7 +182,7 @@ class EmbeddingDataModule(L.LightningDataModule):
             out[name] = TokenizedDataset(
                 name, tokens, roles[name].inputs, roles[name].label, lengths
             )
-        return out
+        return out, prompts
 
     def eval_batches(self, rank: int = 0, world_size: int = 1) -> list[tuple[Batch, float]]:
         """This rank's evaluation batches, with their weights. Every dataset's rows are cut

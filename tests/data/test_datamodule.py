@@ -140,10 +140,19 @@ def test_prompts_per_dataset_and_column(tiny):
         "b": Dataset.from_dict({"q": ["x y"], "d": ["z"]}),
     }
     dm = EmbeddingDataModule(
-        data, tiny.tokenizer, batch_size=1, prompts={"a": {"q": "query: "}, "b": "doc: "}
+        data,
+        tiny.tokenizer,
+        batch_size=1,
+        prompts={"a": {"q": "query: "}, "b": "doc: "},
+        eval_datasets={"a": data["a"]},
     )
     dm.setup()
     plain = len(tiny.tokenizer("x y")["input_ids"])
+    # An eval dataset takes the prompts of the training dataset whose name it has.
+    assert (
+        dm.eval_tokenized["a"].data["__input_ids_0"][0]
+        == dm.tokenized["a"].data["__input_ids_0"][0]
+    )
     a_ids = dm.tokenized["a"].data["__input_ids_0"][0]
     b_ids = dm.tokenized["b"].data["__input_ids_1"][0]
     assert len(a_ids) == plain + 2  # "query" ":"
