@@ -18,29 +18,12 @@ import os
 import platform
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-PAGE = os.sysconf("SC_PAGE_SIZE")
-
-
-def rss() -> int:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * PAGE
-
-
-class PeakSampler(threading.Thread):
-    def __init__(self) -> None:
-        super().__init__(daemon=True)
-        self.peak = rss()
-        self.running = True
-
-    def run(self) -> None:
-        while self.running:
-            self.peak = max(self.peak, rss())
-            time.sleep(0.002)
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from memory import PeakSampler, rss  # noqa: E402
 
 
 def one(mode: str, batch: int, mini: int, model: str) -> dict:

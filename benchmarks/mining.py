@@ -33,13 +33,14 @@ import random
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
-PAGE = os.sysconf("SC_PAGE_SIZE")
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from memory import PeakSampler, rss  # noqa: E402
+
 SETTINGS: dict[str, Any] = dict(
     num_negatives=5,
     relative_margin=0.05,
@@ -53,23 +54,6 @@ RUNS = {
     "st_lightning_fp32": ("st_lightning", "float32"),
     "st_lightning_auto": ("st_lightning", "auto"),
 }
-
-
-def rss() -> int:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * PAGE
-
-
-class PeakSampler(threading.Thread):
-    def __init__(self) -> None:
-        super().__init__(daemon=True)
-        self.peak = rss()
-        self.running = True
-
-    def run(self) -> None:
-        while self.running:
-            self.peak = max(self.peak, rss())
-            time.sleep(0.005)
 
 
 def build_data(corpus_size: int, queries: int) -> tuple[Any, list[str]]:
@@ -123,7 +107,7 @@ def child(impl: str, precision: str, corpus_size: int, queries: int, out: str) -
             )
 
     before = rss()
-    sampler = PeakSampler()
+    sampler = PeakSampler(interval=0.005)
     sampler.start()
     start = time.perf_counter()
     mined = call()
