@@ -228,3 +228,60 @@ def test_cache_is_reused_and_keyed_by_weights_and_prompt(tiny, stsb_sentences, t
     changed = embed_texts(tiny, texts, cache_folder=tmp_path, show_progress=False)
     assert len(list(tmp_path.glob("*.npy"))) == 3
     assert not torch.equal(changed, first)
+
+
+class WordOverlap:
+    """A stand-in cross-encoder with sentence-transformers' `predict` interface: the share of
+    the query's words found in the text (deterministic, no model)."""
+
+    def predict(self, pairs, batch_size=32, convert_to_tensor=False, pool=None, **kwargs):
+        scores = []
+        for query, text in pairs:
+            words = set(query.lower().split())
+            scores.append(len(words & set(text.lower().split())) / max(len(words), 1))
+        out = torch.tensor(scores, dtype=torch.float32)
+        return out if convert_to_tensor else out.numpy()
+
+
+def assert_same_up_to_ties(ours: Dataset, ref: Dataset) -> None:
+    """n-tuple rows equal, except where equal scores let candidates swap (word-overlap scores
+    tie often): anchors, positives and scores agree; a negative's text must agree where its
+    score is unique in the row and above the last kept score (no tie can move it)."""
+    assert ours.column_names == ref.column_names and len(ours) == len(ref)
+    negatives = [c for c in ref.column_names if c.startswith("negative_")]
+    for a, b in zip(ours.to_list(), ref.to_list(), strict=True):
+        assert (a["anchor"], a["positive"]) == (b["anchor"], b["positive"])
+        np.testing.assert_allclose(a["scores"], b["scores"], atol=1e-4)
+        kept = [round(x, 4) for x in b["scores"][1:]]
+        for column, score in zip(negatives, kept, strict=True):
+            if kept.count(score) == 1 and score > kept[-1]:
+                assert a[column] == b[column]
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        dict(relative_margin=0.1, output_format="n-tuple", output_scores=True),
+        dict(max_score=0.5, output_format="n-tuple", output_scores=True, num_negatives=4),
+    ],
+)
+def test_cross_encoder_rescoring_matches_the_reference(rows, minilm, st_minilm, caches, kwargs):
+    from sentence_transformers.util import mine_hard_negatives as reference
+
+    ref = reference(rows, st_minilm, cross_encoder=WordOverlap(), verbose=False,
+                    cache_folder=str(caches[0]), **kwargs)  # fmt: skip
+    ours = mine_hard_negatives(rows, minilm, cross_encoder=WordOverlap(), cache_folder=caches[1],
+                               show_progress=False, **kwargs)  # fmt: skip
+    assert len(ours) > 0
+    assert_same_up_to_ties(ours, ref)
+
+
+def test_a_plain_callable_rescores_too(rows, minilm, caches):
+    overlap = WordOverlap()
+    kwargs = dict(max_score=0.5, output_scores=True, cache_folder=caches[1], show_progress=False)
+    with_object = mine_hard_negatives(rows, minilm, cross_encoder=overlap, **kwargs)
+    with_callable = mine_hard_negatives(
+        rows, minilm, cross_encoder=lambda pairs: overlap.predict(pairs), **kwargs
+    )
+    assert with_object.to_list() == with_callable.to_list()
+    assert all(s[1] <= 0.5 for s in with_object["scores"])  # the rescored values were filtered
