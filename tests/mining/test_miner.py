@@ -15,6 +15,22 @@ from st_lightning.mining import mine_hard_negatives
 from st_lightning.mining.embed import embed_texts, model_fingerprint
 from st_lightning.mining.search import faiss_available, top_k
 
+
+def _reference_version() -> tuple[int, int]:
+    from importlib.metadata import version
+
+    major, minor = version("sentence-transformers").split(".")[:2]
+    return int(major), int(minor)
+
+
+# sentence-transformers 6.3 changed its miner: one more candidate per query (room for the query
+# text, which it now excludes when the corpus holds it) and cross-encoder rescoring even without
+# score filters. st_lightning follows 6.2 (the tested lower bound); the cases where the two
+# versions differ run against 6.2 only.
+SEMANTICS_6_2 = pytest.mark.skipif(
+    _reference_version() >= (6, 3), reason="sentence-transformers >= 6.3 mines differently here"
+)
+
 CASES = {
     "triplet": {},
     "triplet-scores-minmax": dict(output_scores=True, max_score=0.8, min_score=0.2),
@@ -65,7 +81,10 @@ def assert_same_rows(ours: Dataset, ref: Dataset) -> None:
                 assert a[column] == b[column], column
 
 
-@pytest.mark.parametrize("case", list(CASES))
+@pytest.mark.parametrize(
+    "case",
+    [pytest.param(c, marks=SEMANTICS_6_2) if c == "triplet-range" else c for c in CASES],
+)
 def test_same_negatives_as_the_reference(case, rows, minilm, st_minilm, caches):
     from sentence_transformers.util import mine_hard_negatives as reference
 
@@ -265,6 +284,7 @@ def assert_same_up_to_ties(ours: Dataset, ref: Dataset) -> None:
         dict(max_score=0.5, output_format="n-tuple", output_scores=True, num_negatives=4),
     ],
 )
+@SEMANTICS_6_2
 def test_cross_encoder_rescoring_matches_the_reference(rows, minilm, st_minilm, caches, kwargs):
     from sentence_transformers.util import mine_hard_negatives as reference
 
