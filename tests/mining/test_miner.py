@@ -97,6 +97,7 @@ def test_same_negatives_as_the_reference(case, rows, minilm, st_minilm, caches):
     assert_same_rows(ours, ref)
 
 
+@SEMANTICS_6_2
 def test_same_negatives_from_a_separate_corpus(rows, corpus, minilm, st_minilm):
     from sentence_transformers.util import mine_hard_negatives as reference
 
