@@ -22,6 +22,7 @@ from typing import Any
 
 import lightning as L
 from lightning.pytorch.callbacks import Callback, LearningRateMonitor
+from lightning.pytorch.callbacks import ProgressBar as ProgressBarBase
 from lightning.pytorch.loggers import Logger
 from lightning.pytorch.plugins.io import CheckpointIO
 from lightning.pytorch.utilities.exceptions import SIGTERMException
@@ -39,6 +40,7 @@ from st_lightning.utils.checkpoint import (
     CheckpointOnSigterm,
     newest_checkpoint,
 )
+from st_lightning.utils.console import ProgressBar, quiet_third_party, run_line
 from st_lightning.utils.fsdp import check_strategy, whole_copy
 from st_lightning.utils.memory import bound_kernel_cache
 from st_lightning.utils.precision import auto_precision
@@ -50,7 +52,8 @@ log = logging.getLogger(__name__)
 # batch count can differ from the last one's.
 REQUIRED_TRAINER = {"use_distributed_sampler": False, "reload_dataloaders_every_n_epochs": 1}
 # Defaults that suit embedding training: evaluation runs in the evaluator callback.
-DEFAULT_TRAINER = {"limit_val_batches": 0, "num_sanity_val_steps": 0}
+# Lightning's model summary is replaced by one line of st_lightning's (`run_line`).
+DEFAULT_TRAINER = {"limit_val_batches": 0, "num_sanity_val_steps": 0, "enable_model_summary": False}
 
 
 @dataclass
@@ -72,6 +75,8 @@ class Run:
         path = self.resume_path(ckpt_path)
         if path is not None and check:
             read_checkpoint(path)  # a missing or damaged file fails here, before loading
+        if self.trainer.is_global_zero:
+            log.info(run_line(self.trainer, self.module))
         try:
             # weights_only: resuming never runs pickled code from a checkpoint file.
             self.trainer.fit(self.module, datamodule=self.data, ckpt_path=path, weights_only=True)
@@ -128,7 +133,10 @@ class Run:
             best=best,
             push_to_hub=push_to_hub,
         )
-        print(summary_table(self.evaluation))
+        if self.evaluation.evaluators:
+            print(summary_table(self.evaluation))
+        for kind, path in out.items():
+            print(f"{kind} model: {path}")
         return out
 
 
@@ -158,6 +166,7 @@ def build(
             `precision="auto"` for bf16 where the hardware is fast at it, ...).
     """
     bound_kernel_cache()
+    quiet_third_party()
     # The data module restores its sampler's epoch and position itself (mid-epoch resume is
     # exact); Lightning cannot see that and would warn on every resume.
     warnings.filterwarnings(
@@ -177,6 +186,9 @@ def build(
         CheckpointOnSigterm(output_dir / "checkpoints"),
         CarryStepLog(),
     ]
+    wants_bar = settings.get("enable_progress_bar", True) is not False
+    if wants_bar and not any(isinstance(cb, ProgressBarBase) for cb in callbacks):
+        all_callbacks.append(ProgressBar())
     if not loggers:  # Lightning's LearningRateMonitor refuses to run without a logger
         all_callbacks = [cb for cb in all_callbacks if not isinstance(cb, LearningRateMonitor)]
     # The guide model of GISTEmbedLoss reads the batch texts.

@@ -19,12 +19,14 @@ from omegaconf import DictConfig, OmegaConf
 from st_lightning.config import check_config, instantiate_named, monitors
 from st_lightning.export import read_checkpoint
 from st_lightning.run import Run, build
+from st_lightning.utils.console import quiet_third_party
 
 log = logging.getLogger(__name__)
 
 
 def train(cfg: DictConfig) -> dict[str, float]:
     """Check, build, fit and export the run `cfg` describes; returns the final logged metrics."""
+    quiet_third_party()
     check_config(cfg)
     ckpt_path = cfg.get("ckpt_path")
     if ckpt_path not in (None, "last"):
@@ -94,6 +96,19 @@ def main(cfg: DictConfig) -> float | None:
             pass
 
 
-if __name__ == "__main__":
+def cli() -> None:
+    """The command line: `--help` lists experiments and groups (Hydra's own help is
+    `--hydra-help`); anything else is a Hydra run."""
+    import sys
+
+    from st_lightning.help import help_text, wants_help
+
+    if wants_help(sys.argv[1:]):
+        print(help_text())
+        return
     torch.set_float32_matmul_precision("high")
     main()
+
+
+if __name__ == "__main__":
+    cli()

@@ -75,7 +75,9 @@ def resolve_model_path(
             why = (
                 "HF_HUB_OFFLINE=1" if offline else f"the Hub is unreachable ({type(err).__name__})"
             )
-            log.warning("Using the packaged copy of %s at %s: %s.", name, packaged, why)
+            # Offline on request is the user's choice (info); an unreachable Hub is a warning.
+            report = log.info if offline else log.warning
+            report("Using the packaged copy of %s at %s: %s.", name, packaged, why)
             return packaged
         hint = (
             "HF_HUB_OFFLINE=1 is set and the model is not in the Hugging Face cache"

@@ -6,10 +6,12 @@ Reads the v2-v5 layout and the v6 key names; writes the v2-v5 layout, which sent
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal
 
@@ -44,11 +46,27 @@ def _read_json(path: Path) -> Any:
         raise ValueError(f"{path} is not valid JSON ({err}); the model folder is damaged.") from err
 
 
+@contextlib.contextmanager
+def _no_progress_bars() -> Iterator[None]:
+    """Without transformers' per-file bars ("Loading weights", "Writing model shards"): loading
+    or saving a model is one line of a run, not a bar that fills in a millisecond."""
+    from transformers.utils import logging as hf_logging
+
+    enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if enabled:
+            hf_logging.enable_progress_bar()
+
+
 def _load_backbone(folder: Path, trust_remote_code: bool, model_kwargs: dict[str, Any]):
     try:
-        transformer = AutoModel.from_pretrained(
-            folder, trust_remote_code=trust_remote_code, **model_kwargs
-        )
+        with _no_progress_bars():
+            transformer = AutoModel.from_pretrained(
+                folder, trust_remote_code=trust_remote_code, **model_kwargs
+            )
     except (OSError, ValueError) as err:
         raise ValueError(f"Cannot load the transformer weights in {folder}: {err}") from err
     try:
@@ -183,7 +201,8 @@ def _versions() -> dict[str, str]:
 
 def write_folder(encoder: SentenceEncoder, out: Path) -> None:
     """Write every file of the layout into the empty folder `out`."""
-    encoder.transformer.save_pretrained(out)
+    with _no_progress_bars():
+        encoder.transformer.save_pretrained(out)
     encoder.tokenizer.save_pretrained(out)
     tok_config = out / "tokenizer_config.json"
     if tok_config.exists():  # sentence-transformers 6 reads the length limit from here

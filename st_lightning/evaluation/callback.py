@@ -134,7 +134,10 @@ class EvaluatorCallback(L.Callback):
             "seconds": round(seconds, 3),
         }
         self.history.append({**row, "evaluator": name, "metrics": dict(metrics)})
-        log.info("%s %s at step %d: %s", name, stage, trainer.global_step, metrics)
+        shown = ", ".join(
+            f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in metrics.items()
+        )
+        log.info("%s %s at step %d: %s", name, stage, trainer.global_step, shown)
         if self.csv_dir is None or trainer.global_rank != 0:
             return
         self.csv_dir.mkdir(parents=True, exist_ok=True)
