@@ -53,6 +53,7 @@ def check_config(cfg: DictConfig) -> None:
     if seed is not _UNKNOWN and not _matches(seed, int):
         problems.append(f"seed must be int, got {seed!r} ({type(seed).__name__})")
     problems += check_monitors(cfg)
+    problems += check_wandb_artifact(cfg)
     if problems:
         listing = "\n".join(f"  - {p}" for p in problems)
         raise ValueError(
@@ -210,6 +211,22 @@ def check_required_trainer(cfg: DictConfig) -> list[str]:
                 "samplers shard batches by rank and may change an epoch's length)"
             )
     return problems
+
+
+def check_wandb_artifact(cfg: DictConfig) -> list[str]:
+    wants = OmegaConf.select(cfg, "export.wandb_artifact", default=False)
+    loggers = OmegaConf.select(cfg, "logger", default=None) or {}
+    has_wandb = any(
+        "wandb" in str(getattr(node, "_target_", "") or "").lower()
+        for node in loggers.values()
+        if isinstance(node, DictConfig)
+    )
+    if wants and not has_wandb:
+        return [
+            "export.wandb_artifact=true logs the exported model to W&B, but the run has no W&B "
+            "logger: add logger=wandb (or set export.wandb_artifact=false)"
+        ]
+    return []
 
 
 def check_monitors(cfg: DictConfig) -> list[str]:

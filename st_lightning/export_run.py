@@ -8,19 +8,34 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+import numpy as np
+import torch
 
-from st_lightning.card import DatasetInfo, model_card, token_stats
+from st_lightning.card import (
+    CardData,
+    DatasetInfo,
+    evaluation_infos,
+    model_card,
+    token_stats,
+    widget_examples,
+)
 from st_lightning.encoders import SentenceEncoder
 from st_lightning.evaluation.callback import EvaluatorCallback
 from st_lightning.export import encoder_state, read_checkpoint
+from st_lightning.similarity import similarity_matrix
+from st_lightning.utils.logging import CarbonTracker
+from st_lightning.utils.record import RunRecord, hardware
 
 log = logging.getLogger(__name__)
 
 
-def dataset_infos(data: Any, model: Any) -> list[DatasetInfo]:
+def dataset_infos(data: Any, model: Any, which: str = "train") -> list[DatasetInfo]:
+    """The card's view of the training datasets (`which="train"`) or evaluation datasets."""
+    tokenized_sets = getattr(data, "tokenized" if which == "train" else "eval_tokenized", {})
+    specs = data.specs if which == "train" else getattr(data, "eval_specs", {})
     infos = []
-    for name, tokenized in getattr(data, "tokenized", {}).items():
-        spec = data.specs[name]
+    for name, tokenized in tokenized_sets.items():
+        spec = specs[name]
         source = getattr(spec, "path", "in-memory")
         rows = tokenized.data
         sample = rows.select(range(min(1000, len(rows))))
@@ -47,42 +62,101 @@ def dataset_infos(data: Any, model: Any) -> list[DatasetInfo]:
     return infos
 
 
+def training_log(record: RunRecord | None, evals: EvaluatorCallback) -> list[dict[str, Any]]:
+    """Training loss by logged step, joined with each evaluation's primary metric (and the
+    evaluation loss) at its step; at most `MAX_LOG_ROWS` rows, evenly thinned, the last kept."""
+    rows: dict[int, dict[str, Any]] = {}
+    for row in record.rows if record is not None else []:
+        rows[row["step"]] = dict(row)
+    for e in evals.history:
+        if e["stage"] == "before":
+            continue
+        step = e["step"]
+        entry = rows.setdefault(step, {"epoch": e["epoch"], "step": step})
+        if e["evaluator"] == "loss":
+            entry["validation loss"] = e["metrics"].get("all")
+            continue
+        primary = _primary(evals, e["evaluator"])
+        if primary in e["metrics"]:
+            entry[f"{e['evaluator']}/{primary}"] = e["metrics"][primary]
+    ordered = [rows[k] for k in sorted(rows)]
+    if len(ordered) > MAX_LOG_ROWS:
+        keep = np.linspace(0, len(ordered) - 1, MAX_LOG_ROWS).round().astype(int)
+        ordered = [ordered[i] for i in sorted(set(keep.tolist()))]
+    return ordered
+
+
+MAX_LOG_ROWS = 100
+
+
 def build_card(
+    trainer: L.Trainer,
     model: Any,
     data: Any,
     evals: EvaluatorCallback,
-    name: str,
     encoder: SentenceEncoder,
+    *,
+    name: str,
+    load_path: str,
     base_model: str | None,
     hyperparameters: dict[str, Any],
+    language: str | list[str] | None = "en",
+    license: str | None = None,
 ) -> str:
     infos = dataset_infos(data, model)
+    eval_infos = dataset_infos(data, model, "eval")
     citations = {}
-    for info in infos:
+    for info in [*infos, *eval_infos]:
         citation = type(model.loss_for(info.name)).citation
         if citation:
             citations[info.loss] = citation
-    log_rows = [
-        {
-            "stage": e["stage"],
-            "epoch": e["epoch"],
-            "step": e["step"],
-            "evaluator": e["evaluator"],
-            **{k: v for k, v in e["metrics"].items() if k == _primary(evals, e["evaluator"])},
-        }
-        for e in evals.history
-    ]
-    return model_card(
-        encoder,
-        model_name=name,
-        base_model=base_model,
-        datasets=infos,
-        evaluations=evals.summary(),
-        primary_metrics={e.name: e.primary_metric for e in evals.evaluators},
-        hyperparameters=hyperparameters,
-        training_log=log_rows,
-        citations=citations,
+    record = next(
+        (cb for cb in getattr(trainer, "callbacks", []) if isinstance(cb, RunRecord)), None
     )
+    carbon = next(
+        (cb for cb in getattr(trainer, "callbacks", []) if isinstance(cb, CarbonTracker)), None
+    )
+    eval_seconds = sum(e.get("seconds", 0.0) for e in evals.history)
+    # Evaluations between the first and last step run inside the training time.
+    eval_inside = sum(
+        e.get("seconds", 0.0) for e in evals.history if e["stage"] not in ("before", "after")
+    )
+    timing = {}
+    if record is not None:
+        training = max(record.train_seconds - eval_inside, 0.0)
+        timing = {"training": training, "evaluation": eval_seconds}
+        timing["total"] = training + eval_seconds
+    widget = widget_examples(infos)
+    sentences = [widget[0]["source_sentence"], *widget[0]["sentences"][:2]] if widget else []
+    similarities: list[list[float]] = []
+    if sentences:
+        vectors = torch.as_tensor(encoder.encode(sentences, convert_to="numpy"))
+        matrix = similarity_matrix(vectors, vectors, encoder.similarity_fn_name)
+        similarities = matrix.tolist()
+    card = CardData(
+        model_name=name,
+        load_path=load_path,
+        base_model=base_model,
+        language=language,
+        license=license,
+        datasets=infos,
+        eval_datasets=eval_infos,
+        evaluations=evaluation_infos(
+            evals.summary(),
+            {e.name: type(e).__name__ for e in evals.evaluators},
+            {e.name: e.primary_metric for e in evals.evaluators},
+        ),
+        hyperparameters=hyperparameters,
+        training_log=training_log(record, evals),
+        training_time=timing,
+        hardware=hardware(trainer),
+        emissions=carbon.emissions if carbon is not None else None,
+        citations=citations,
+        widget=widget,
+        usage_sentences=sentences,
+        usage_similarities=similarities,
+    )
+    return model_card(encoder, card)
 
 
 def _primary(evals: EvaluatorCallback, name: str) -> str:
@@ -103,14 +177,25 @@ def export_models(
     final: bool = True,
     best: bool = True,
     push_to_hub: str | None = None,
+    language: str | list[str] | None = "en",
+    license: str | None = None,
 ) -> dict[str, Path]:
-    """Save `final/` (the weights at the end) and `best/` (the best monitored checkpoint).
-    `encoder`: the trained encoder with whole weights (a gathered copy where `model.encoder` is
-    sharded)."""
+    """Save `final/` (the weights at the end) and `best/` (the best monitored checkpoint), each
+    with its own card. `encoder`: the trained encoder with whole weights (a gathered copy where
+    `model.encoder` is sharded)."""
     out: dict[str, Path] = {}
-    card = build_card(model, data, evals, name, encoder, base_model, hyperparameters)
+
+    def card_for(which: Path, weights: SentenceEncoder, repo: str | None = None) -> str:
+        return build_card(
+            trainer, model, data, evals, weights, name=name,
+            load_path=repo or _shown_path(which), base_model=base_model,
+            hyperparameters=hyperparameters, language=language, license=license,
+        )  # fmt: skip
+
     if final:
-        out["final"] = encoder.save_pretrained(output_dir / "final", model_card=card)
+        folder = output_dir / "final"
+        card = card_for(folder, encoder, str(push_to_hub) if push_to_hub else None)
+        out["final"] = encoder.save_pretrained(folder, model_card=card)
         log.info("Exported the final model to %s", out["final"])
     checkpoints = trainer.checkpoint_callback
     best_path = getattr(checkpoints, "best_model_path", "")
@@ -118,11 +203,22 @@ def export_models(
         checkpoint = read_checkpoint(best_path)
         best_encoder = copy.deepcopy(encoder)
         best_encoder.load_state_dict(encoder_state(checkpoint))
-        out["best"] = best_encoder.save_pretrained(output_dir / "best", model_card=card)
+        folder = output_dir / "best"
+        out["best"] = best_encoder.save_pretrained(
+            folder, model_card=card_for(folder, best_encoder)
+        )
         log.info("Exported the best model (%s) to %s", best_path, out["best"])
     if push_to_hub and "final" in out:
         upload_folder(out["final"], str(push_to_hub))
     return out
+
+
+def _shown_path(folder: Path) -> str:
+    """The folder as the usage snippet names it: relative to the working directory if inside."""
+    try:
+        return folder.resolve().relative_to(Path.cwd().resolve()).as_posix()
+    except ValueError:
+        return folder.resolve().as_posix()
 
 
 def upload_folder(folder: Path, repo_id: str) -> str:

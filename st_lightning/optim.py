@@ -110,4 +110,6 @@ def adamw_with_schedule(
     total = max(total_steps, 1)
     warmup = warmup_steps or math.ceil(warmup_ratio * total)
     scheduler = LambdaLR(optimizer, lambda step: schedule_factor(step, total, warmup, schedule))
-    return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+    # Logged by LearningRateMonitor as train/lr (train/lr/pgN with several parameter groups).
+    lr_schedule = {"scheduler": scheduler, "interval": "step", "name": "train/lr"}
+    return {"optimizer": optimizer, "lr_scheduler": lr_schedule}

@@ -42,8 +42,10 @@ from st_lightning.utils.checkpoint import (
 )
 from st_lightning.utils.console import ProgressBar, quiet_third_party, run_line
 from st_lightning.utils.fsdp import check_strategy, whole_copy
+from st_lightning.utils.logging import log_model_artifacts
 from st_lightning.utils.memory import bound_kernel_cache
 from st_lightning.utils.precision import auto_precision
+from st_lightning.utils.record import RunRecord
 
 log = logging.getLogger(__name__)
 
@@ -110,10 +112,16 @@ class Run:
         best: bool = True,
         model_name: str | None = None,
         push_to_hub: str | None = None,
+        language: str | list[str] | None = "en",
+        license: str | None = None,
+        wandb_artifact: bool = False,
     ) -> dict[str, Path]:
         """Write `final/` (the weights at the end) and `best/` (the best monitored checkpoint)
         with model cards; prints the before/after table. Every rank must call it (under FSDP
-        the weights are gathered); rank 0 writes."""
+        the weights are gathered); rank 0 writes.
+
+        `language`, `license`: the card's (a Hub licence id such as apache-2.0).
+        `wandb_artifact`: also log the exported folders to the W&B run as `model` artifacts."""
         encoder = self.module.encoder
         description = EncoderDescription.of(encoder)
         whole = whole_copy(self.trainer, encoder, description.build)
@@ -132,7 +140,11 @@ class Run:
             final=final,
             best=best,
             push_to_hub=push_to_hub,
+            language=language,
+            license=license,
         )
+        if wandb_artifact:
+            log_model_artifacts(self.trainer, out, model_name or "st_lightning-model")
         if self.evaluation.evaluators:
             print(summary_table(self.evaluation))
         for kind, path in out.items():
@@ -185,6 +197,7 @@ def build(
         *callbacks,
         CheckpointOnSigterm(output_dir / "checkpoints"),
         CarryStepLog(),
+        RunRecord(),
     ]
     wants_bar = settings.get("enable_progress_bar", True) is not False
     if wants_bar and not any(isinstance(cb, ProgressBarBase) for cb in callbacks):

@@ -13,8 +13,9 @@ from typing import Any
 import hydra
 import lightning as L
 import torch
+import yaml
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from st_lightning.config import check_config, instantiate_named, monitors
 from st_lightning.export import read_checkpoint
@@ -41,6 +42,15 @@ def build_run(cfg: DictConfig) -> Run:
     """Seed, instantiate every config node, and build the run (writes `config.yaml`)."""
     output_dir = Path(cfg.paths.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
+    sweep = sweep_job()
+    if sweep is not None:
+        group, job, overrides = sweep
+        with open_dict(cfg):
+            cfg.sweep = overrides  # the job's values, in the config every logger records
+            wandb = (cfg.get("logger") or {}).get("wandb")
+            if wandb is not None:  # a sweep's jobs: one W&B group, a run per job
+                wandb.group = wandb.get("group") or group
+                wandb.name = f"{wandb.get('name') or cfg.experiment_name}-{job}"
     resolved: dict[str, Any] = OmegaConf.to_container(cfg, resolve=True)  # type: ignore[assignment]
     (output_dir / "config.yaml").write_text(OmegaConf.to_yaml(resolved))
     L.seed_everything(cfg.seed, workers=True)
@@ -69,6 +79,29 @@ def build_run(cfg: DictConfig) -> Run:
         base_model=cfg.model.encoder.get("name_or_path"),
         **trainer.keywords,
     )
+
+
+def sweep_job() -> tuple[str, int, dict[str, Any]] | None:
+    """In a Hydra multirun job: (the sweep's name, the job's number, the job's overrides as
+    key -> value); None in a single run. The name is the sweep directory's, e.g.
+    `nli_triplet-2026-12-03_14-00-00`, shared by all jobs of one sweep."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if not HydraConfig.initialized():
+        return None
+    hydra_cfg = HydraConfig.get()
+    if hydra_cfg.mode != RunMode.MULTIRUN:
+        return None
+    sweep_dir = Path(hydra_cfg.sweep.dir)
+    name = f"{sweep_dir.parent.name}-{sweep_dir.name}"
+    overrides: dict[str, Any] = {}
+    for item in hydra_cfg.overrides.task:
+        key, _, value = item.partition("=")
+        if key.lstrip("+~") in ("experiment", "hparams_search"):
+            continue
+        overrides[key.lstrip("+~")] = yaml.safe_load(value) if value else None
+    return name, int(hydra_cfg.job.num), overrides
 
 
 def metric_value(metrics: dict[str, float], name: str | None) -> float | None:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import re
 import time
+from pathlib import Path
 from typing import Any, Literal
 
 import lightning as L
@@ -52,6 +54,32 @@ def wandb_logger(
     )
 
 
+def log_model_artifacts(trainer: L.Trainer, folders: dict[str, Path], name: str) -> list[Any]:
+    """Log each exported folder (`final`, `best`) to the run's W&B logger as a `model`
+    artifact named `<name>-<kind>`, with the card's metrics as metadata. Refused with a clear
+    error when the run has no W&B logger."""
+    from lightning.pytorch.loggers import WandbLogger
+
+    loggers = [lg for lg in trainer.loggers if isinstance(lg, WandbLogger)]
+    if not loggers:
+        raise ValueError(
+            "export.wandb_artifact=true needs the W&B logger: add logger=wandb (or set "
+            "export.wandb_artifact=false)."
+        )
+    import wandb
+
+    run = loggers[0].experiment
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
+    artifacts = []
+    for kind, folder in folders.items():
+        safe = re.sub(r"[^A-Za-z0-9._-]", "-", f"{name}-{kind}")
+        artifact = wandb.Artifact(safe, type="model", metadata={"folder": kind, **metrics})
+        artifact.add_dir(str(folder))
+        run.log_artifact(artifact, aliases=["latest", kind])
+        artifacts.append(artifact)
+    return artifacts
+
+
 class ThroughputMonitor(L.Callback):
     """Logs samples/s, real (non-padding) tokens/s and the padding fraction of each step."""
 
@@ -93,6 +121,8 @@ class CarbonTracker(L.Callback):
     def __init__(self, output_dir: str | None = None) -> None:
         self.output_dir = output_dir
         self.tracker: Any = None
+        # The Hub's co2_eq_emissions fields (emissions in grams), for the model card.
+        self.emissions: dict[str, Any] | None = None
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         try:
@@ -106,9 +136,20 @@ class CarbonTracker(L.Callback):
             self.tracker.start()
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if self.tracker is not None:
-            emissions = self.tracker.stop() or 0.0
-            for logger in trainer.loggers:
-                logger.log_metrics(
-                    {"train/emissions_kg": float(emissions)}, step=trainer.global_step
-                )
+        if self.tracker is None:
+            return
+        emissions = float(self.tracker.stop() or 0.0)
+        data = getattr(self.tracker, "final_emissions_data", None)
+        self.emissions = {
+            "emissions": emissions * 1000,
+            "energy_consumed": float(getattr(data, "energy_consumed", 0.0) or 0.0),
+            "source": "codecarbon",
+            "training_type": "fine-tuning",
+            "on_cloud": False,
+            "cpu_model": getattr(data, "cpu_model", None),
+            "ram_total_size": getattr(data, "ram_total_size", None),
+            "hours_used": round(float(getattr(data, "duration", 0.0) or 0.0) / 3600, 3),
+            "hardware_used": getattr(data, "gpu_model", None) or getattr(data, "cpu_model", None),
+        }
+        for logger in trainer.loggers:
+            logger.log_metrics({"train/emissions_kg": emissions}, step=trainer.global_step)
