@@ -72,7 +72,7 @@ def training_log(record: RunRecord | None, evals: EvaluatorCallback) -> list[dic
         if e["stage"] == "before":
             continue
         step = e["step"]
-        entry = rows.setdefault(step, {"epoch": e["epoch"], "step": step})
+        entry = rows.setdefault(step, {"epoch": float(e["epoch"]), "step": step})
         if e["evaluator"] == "loss":
             entry["validation loss"] = e["metrics"].get("all")
             continue

@@ -25,6 +25,7 @@ class RunRecord(L.Callback):
         self.smoothing = smoothing
         self._start: float | None = None
         self._window: list[float] = []
+        self._epoch = 0.0
         self._step_time: float | None = None  # seconds per optimizer step, smoothed
         self._last: tuple[int, float] | None = None  # (global step, time) at the last step
 
@@ -35,6 +36,14 @@ class RunRecord(L.Callback):
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.train_seconds = self.seconds()
         self._start = None
+        last = self.rows[-1]["step"] if self.rows else 0
+        if self._window and trainer.global_step > last:  # the last, partial window
+            self.rows.append(self._row(self._epoch, trainer.global_step))
+            self._window = []
+
+    def _row(self, epoch: float, step: int) -> dict[str, Any]:
+        loss = sum(self._window) / len(self._window)
+        return {"epoch": round(epoch, 4), "step": step, "training loss": round(loss, 4)}
 
     def seconds(self) -> float:
         running = time.perf_counter() - self._start if self._start is not None else 0.0
@@ -51,6 +60,10 @@ class RunRecord(L.Callback):
         loss = trainer.callback_metrics.get("train/loss")
         if loss is not None:
             self._window.append(float(loss))
+        batches = max(trainer.num_training_batches, 1)
+        self._epoch = min(
+            trainer.current_epoch + (batch_idx + 1) / batches, trainer.current_epoch + 1
+        )
         step = trainer.global_step
         now = time.perf_counter()
         if self._last is not None and step > self._last[0]:
@@ -66,15 +79,7 @@ class RunRecord(L.Callback):
                 pl_module.log("train/eta_seconds", eta, batch_size=1)
             every = max(int(getattr(trainer, "log_every_n_steps", 50)), 1)
             if step % every == 0 and self._window:
-                batches = max(trainer.num_training_batches, 1)
-                epoch = trainer.current_epoch + (batch_idx + 1) / batches
-                self.rows.append(
-                    {
-                        "epoch": round(min(epoch, trainer.current_epoch + 1.0), 4),
-                        "step": step,
-                        "training loss": round(sum(self._window) / len(self._window), 4),
-                    }
-                )
+                self.rows.append(self._row(self._epoch, step))
                 self._window = []
 
     def state_dict(self) -> dict[str, Any]:
