@@ -264,8 +264,11 @@ def model_card(encoder: SentenceEncoder, card: CardData) -> str:
     import st_lightning
 
     head = yaml.safe_dump(header(encoder, card), sort_keys=False, allow_unicode=True, width=100)
+    from st_lightning.encoders.adapters import base_model, is_adapted
+
     modes = ", ".join(encoder.pooling.modes)
-    arch = type(encoder.transformer).__name__
+    arch = type(base_model(encoder.transformer)).__name__
+    arch += " with LoRA adapters" if is_adapted(encoder.transformer) else ""
     base = (
         f" from [{card.base_model}](https://huggingface.co/{card.base_model})"
         if card.base_model and _is_hub_id(card.base_model)

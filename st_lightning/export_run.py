@@ -179,6 +179,7 @@ def export_models(
     push_to_hub: str | None = None,
     language: str | list[str] | None = "en",
     license: str | None = None,
+    merge_adapters: bool = False,
 ) -> dict[str, Path]:
     """Save `final/` (the weights at the end) and `best/` (the best monitored checkpoint), each
     with its own card. `encoder`: the trained encoder with whole weights (a gathered copy where
@@ -195,7 +196,9 @@ def export_models(
     if final:
         folder = output_dir / "final"
         card = card_for(folder, encoder, str(push_to_hub) if push_to_hub else None)
-        out["final"] = encoder.save_pretrained(folder, model_card=card)
+        out["final"] = encoder.save_pretrained(
+            folder, model_card=card, merge_adapters=merge_adapters
+        )
         log.info("Exported the final model to %s", out["final"])
     checkpoints = trainer.checkpoint_callback
     best_path = getattr(checkpoints, "best_model_path", "")

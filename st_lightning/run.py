@@ -115,13 +115,16 @@ class Run:
         language: str | list[str] | None = "en",
         license: str | None = None,
         wandb_artifact: bool = False,
+        merge_adapters: bool = False,
     ) -> dict[str, Path]:
         """Write `final/` (the weights at the end) and `best/` (the best monitored checkpoint)
         with model cards; prints the before/after table. Every rank must call it (under FSDP
         the weights are gathered); rank 0 writes.
 
         `language`, `license`: the card's (a Hub licence id such as apache-2.0).
-        `wandb_artifact`: also log the exported folders to the W&B run as `model` artifacts."""
+        `wandb_artifact`: also log the exported folders to the W&B run as `model` artifacts.
+        `merge_adapters`: with LoRA adapters, write merged full weights instead of the adapter
+        layout (which names the base model)."""
         encoder = self.module.encoder
         description = EncoderDescription.of(encoder)
         whole = whole_copy(self.trainer, encoder, description.build)
@@ -142,6 +145,7 @@ class Run:
             push_to_hub=push_to_hub,
             language=language,
             license=license,
+            merge_adapters=merge_adapters,
         )
         if wandb_artifact:
             log_model_artifacts(self.trainer, out, model_name or "st_lightning-model")

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from st_lightning.encoders.adapters import settings_of
 from st_lightning.encoders.dense import Dense
 from st_lightning.encoders.hub import resolve_model_path
 from st_lightning.encoders.pooling import Pooling
@@ -38,6 +39,7 @@ class EncoderDescription:
     prompts: dict[str, str] = field(default_factory=dict)
     default_prompt_name: str | None = None
     similarity_fn_name: str = "cosine"
+    lora: dict[str, Any] | None = None  # LoRA settings when the backbone carries an adapter
 
     @classmethod
     def of(cls, encoder: SentenceEncoder) -> EncoderDescription:
@@ -52,6 +54,7 @@ class EncoderDescription:
             prompts=dict(encoder.prompts),
             default_prompt_name=encoder.default_prompt_name,
             similarity_fn_name=str(encoder.similarity_fn_name),
+            lora=settings_of(encoder.transformer),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -63,14 +66,18 @@ class EncoderDescription:
 
     def build(self) -> SentenceEncoder:
         """A new encoder of this structure (backbone weights freshly initialised)."""
-        from transformers import AutoConfig, AutoModel, AutoTokenizer
+        from transformers import AutoConfig, AutoTokenizer
+
+        from st_lightning.encoders.families import build_backbone
 
         settings = dict(self.backbone)
         model_type = settings.pop("model_type", None)
         if not model_type:
             raise ValueError("The backbone description has no model_type; it cannot be rebuilt.")
         config = AutoConfig.for_model(model_type, **settings)
-        transformer = AutoModel.from_config(config)
+        transformer = build_backbone(config)
+        # The name it was loaded from: an adapter export names it as its base model.
+        transformer.config._name_or_path = str(self.backbone.get("_name_or_path", ""))
         tokenizer = AutoTokenizer.from_pretrained(resolve_model_path(self.tokenizer))
         return SentenceEncoder(
             transformer,
@@ -83,4 +90,5 @@ class EncoderDescription:
             prompts=self.prompts,
             default_prompt_name=self.default_prompt_name,
             similarity_fn_name=self.similarity_fn_name,
+            lora=self.lora,
         )

@@ -56,10 +56,15 @@ class Pooling(nn.Module):
     def forward(
         self, token_embeddings: Tensor, attention_mask: Tensor, prompt_length: int = 0
     ) -> Tensor:
-        if prompt_length and not self.include_prompt:
-            attention_mask = attention_mask.clone()
-            attention_mask[:, :prompt_length] = 0  # right padding: the prompt leads every row
-        return torch.cat([pool(mode, token_embeddings, attention_mask) for mode in self.modes], -1)
+        # Rows may be padded on either side (decoder tokenizers often pad on the left): each
+        # row's first real position is where its mask first turns 1.
+        start = first_real(attention_mask)
+        mask = attention_mask
+        if prompt_length and not self.include_prompt:  # the prompt leads each row's real tokens
+            positions = torch.arange(mask.shape[1], device=mask.device).unsqueeze(0)
+            mask = mask.masked_fill(positions < (start + prompt_length).unsqueeze(1), 0)
+        pooled = [pool(mode, token_embeddings, mask, start) for mode in self.modes]
+        return torch.cat(pooled, -1)
 
     def config(self) -> dict[str, object]:
         """The v2-v5 `1_Pooling/config.json` (the layout every sentence-transformers 3-6 reads).
@@ -94,12 +99,20 @@ class Pooling(nn.Module):
         return cls(int(dim), modes, include_prompt=config.get("include_prompt", True))
 
 
-def pool(mode: str, tokens: Tensor, mask: Tensor) -> Tensor:
-    """One pooling mode over right-padded `tokens` (batch, seq, dim) and `mask` (batch, seq)."""
+def first_real(mask: Tensor) -> Tensor:
+    """Each row's first position with mask 1 (0 for right padding, or a row without any)."""
+    return mask.to(torch.int32).argmax(dim=1)
+
+
+def pool(mode: str, tokens: Tensor, mask: Tensor, start: Tensor | None = None) -> Tensor:
+    """One pooling mode over `tokens` (batch, seq, dim) and `mask` (batch, seq), padded on
+    either side. `start`: each row's first real position before any prompt was masked out
+    (weighted mean counts positions from it); taken from `mask` when not given."""
     acc_dtype = torch.float32 if tokens.dtype in (torch.float16, torch.bfloat16) else tokens.dtype
     m = mask.unsqueeze(-1).to(acc_dtype)
-    if mode == "cls":
-        return tokens[:, 0]
+    rows = torch.arange(tokens.shape[0], device=tokens.device)
+    if mode == "cls":  # the first pooled token: [CLS] for right-padded encoders
+        return tokens[rows, first_real(mask)]
     if mode == "max":
         return tokens.masked_fill(m == 0, float("-inf")).max(dim=1).values
     if mode in ("mean", "mean_sqrt_len_tokens"):
@@ -107,11 +120,15 @@ def pool(mode: str, tokens: Tensor, mask: Tensor) -> Tensor:
         count = m.sum(dim=1).clamp(min=1e-9)
         return (total / (count if mode == "mean" else count.sqrt())).to(tokens.dtype)
     if mode == "weightedmean":
+        start = first_real(mask) if start is None else start
         positions = torch.arange(1, tokens.shape[1] + 1, device=tokens.device, dtype=acc_dtype)
-        w = m * positions.view(1, -1, 1)
+        w = m * (positions.view(1, -1) - start.view(-1, 1).to(acc_dtype)).unsqueeze(-1)
         total = (tokens * w).sum(dim=1, dtype=acc_dtype)
         return (total / w.sum(dim=1).clamp(min=1e-9)).to(tokens.dtype)
-    if mode == "lasttoken":
-        last = (mask.sum(dim=1) - 1).clamp(min=0).long()
-        return tokens[torch.arange(tokens.shape[0], device=tokens.device), last]
+    if mode == "lasttoken":  # the last pooled token: [EOS] or the text's end for decoders
+        seq = mask.shape[1]
+        from_end = mask.to(torch.int32).flip(1).argmax(dim=1)
+        last = seq - 1 - from_end
+        # A row without pooled tokens gives zeros, as sentence-transformers does.
+        return tokens[rows, last] * mask[rows, last].unsqueeze(-1).to(tokens.dtype)
     raise ValueError(f"Unknown pooling mode {mode!r}; choose from {', '.join(POOLING_MODES)}.")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Sequence
 from contextlib import nullcontext
@@ -15,8 +16,11 @@ from torch import Tensor, nn
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from st_lightning.encoders import unpadded
+from st_lightning.encoders.adapters import base_model
 from st_lightning.encoders.dense import Dense
 from st_lightning.encoders.pooling import Pooling
+
+log = logging.getLogger(__name__)
 
 SimilarityFn = Literal["cosine", "dot", "euclidean", "manhattan"]
 
@@ -40,6 +44,12 @@ class SentenceEncoder(nn.Module):
         attention_tokens: with `unpadded`, attention runs in length-sorted groups of at most
             this many token positions ("auto": 512 on CPU, 16384 on accelerators; None: one
             group).
+        gradient_checkpointing: in training, keep only each layer's input and recompute the
+            layer in the backward pass (less activation memory, about a third more compute).
+            The recomputation replays the layer's dropout draws, so losses and gradients are
+            those of the plain forward, with gradient caching too.
+        lora: LoRA adapter settings (`st_lightning.encoders.adapters.LoraSettings` or a dict
+            of them): only the adapters train; saved in the adapter layout (or merged).
     """
 
     def __init__(
@@ -56,11 +66,21 @@ class SentenceEncoder(nn.Module):
         similarity_fn_name: SimilarityFn | str = "cosine",
         unpadded: bool = True,
         attention_tokens: int | Literal["auto"] | None = "auto",
+        gradient_checkpointing: bool = False,
+        lora: Any = None,
     ) -> None:
         super().__init__()
+        if lora is not None:
+            from st_lightning.encoders.adapters import add_lora
+
+            transformer = add_lora(transformer, lora)  # type: ignore[assignment]
         self.transformer = transformer
         self.tokenizer = tokenizer
         self.pooling = pooling or Pooling(transformer.config.hidden_size)
+        if tokenizer.pad_token is None and tokenizer.eos_token is not None:
+            tokenizer.pad_token = tokenizer.eos_token  # decoder tokenizers often have no pad
+        if "lasttoken" in self.pooling.modes:
+            check_last_token(tokenizer)
         self.dense = nn.ModuleList(dense)
         self.normalize = normalize
         limit = min(
@@ -85,6 +105,26 @@ class SentenceEncoder(nn.Module):
         # How the forward runs, not what it computes: not saved with the model.
         self.unpadded = unpadded
         self.attention_tokens = attention_tokens
+        self.gradient_checkpointing = False
+        if gradient_checkpointing:
+            self.set_gradient_checkpointing(True)
+
+    def set_gradient_checkpointing(self, enabled: bool = True) -> None:
+        """Switch activation checkpointing of the backbone's layers on or off."""
+        if enabled:
+            if not getattr(self.transformer, "supports_gradient_checkpointing", False):
+                raise ValueError(
+                    f"{type(self.transformer).__name__} does not support gradient checkpointing; "
+                    "set gradient_checkpointing=false (or use gradient caching, "
+                    "model.mini_batch_size, to bound memory)."
+                )
+            # Non-reentrant checkpointing: works with frozen inputs (adapters) and keeps the RNG.
+            self.transformer.activation_checkpointing_enable(
+                activation_checkpointing_kwargs={"use_reentrant": False}
+            )
+        elif self.transformer.is_activation_checkpointing:
+            self.transformer.activation_checkpointing_disable()
+        self.gradient_checkpointing = enabled
 
     # ---- loading and saving -------------------------------------------------------------------
     @classmethod
@@ -105,6 +145,8 @@ class SentenceEncoder(nn.Module):
         model_kwargs: dict[str, Any] | None = None,
         unpadded: bool = True,
         attention_tokens: int | Literal["auto"] | None = "auto",
+        gradient_checkpointing: bool = False,
+        lora: Any = None,
     ) -> SentenceEncoder:
         """Load a Hub id or folder: a sentence-transformers model, or a plain transformer (which
         gets mean pooling). Arguments that are not None override what the folder says; see
@@ -114,11 +156,21 @@ class SentenceEncoder(nn.Module):
 
         return load_encoder(name_or_path, **settings)
 
-    def save_pretrained(self, path: str | os.PathLike, model_card: str | None = None) -> Path:
-        """Write the sentence-transformers v2-v5 layout to `path` atomically; returns the path."""
+    def save_pretrained(
+        self, path: str | os.PathLike, model_card: str | None = None, merge_adapters: bool = False
+    ) -> Path:
+        """Write the sentence-transformers v2-v5 layout to `path` atomically; returns the path.
+        With a LoRA adapter: the adapter layout (naming the base model), or with
+        `merge_adapters` the merged full weights."""
         from st_lightning.encoders.st_format import save_encoder
 
-        return save_encoder(self, path, model_card=model_card)
+        return save_encoder(self, path, model_card=model_card, merge_adapters=merge_adapters)
+
+    @property
+    def has_adapter(self) -> bool:
+        from st_lightning.encoders.adapters import is_adapted
+
+        return is_adapted(self.transformer)
 
     # ---- the model ----------------------------------------------------------------------------
     @property
@@ -169,14 +221,16 @@ class SentenceEncoder(nn.Module):
     def runs_unpadded(self) -> bool:
         """Whether the per-token layers run on real tokens only (switched on, and a backbone
         that `unpadded` supports)."""
-        return bool(self.unpadded) and unpadded.supports(self.transformer)
+        return bool(self.unpadded) and unpadded.supports(base_model(self.transformer))
 
     def token_embeddings(self, features: dict[str, Tensor]) -> Tensor:
         inputs = {k: v for k, v in features.items() if k != "prompt_length"}
         if self.runs_unpadded():
             ids = inputs["input_ids"]
             budget = unpadded.resolve_budget(self.attention_tokens, ids.device) or ids.numel()
-            return unpadded.bert_token_embeddings(self.transformer, inputs, budget)
+            checkpoint = self.gradient_checkpointing and self.training and torch.is_grad_enabled()
+            backbone = base_model(self.transformer)  # adapters sit inside its linear layers
+            return unpadded.bert_token_embeddings(backbone, inputs, budget, checkpoint)
         return self.transformer(**inputs, return_dict=True)[0]
 
     def unused_parameters(self) -> list[str]:
@@ -267,6 +321,27 @@ class SentenceEncoder(nn.Module):
         if single:
             out = out[0]
         return out.cpu().numpy() if convert_to == "numpy" else out
+
+
+def check_last_token(tokenizer: PreTrainedTokenizerBase) -> None:
+    """Last-token pooling reads the token that ends each text: an EOS (or [SEP]) the tokenizer
+    appends. Without any, it would read the text's last word piece."""
+    ids = tokenizer("a")["input_ids"]
+    ends_special = bool(ids) and ids[-1] in set(tokenizer.all_special_ids)
+    if ends_special:
+        return
+    if tokenizer.eos_token is None:
+        raise ValueError(
+            f"Last-token pooling needs texts that end with an EOS token, but the tokenizer "
+            f"({type(tokenizer).__name__}) has no EOS token and ends texts with an ordinary "
+            "token. Use a tokenizer with an EOS token that it appends, or another pooling mode."
+        )
+    log.warning(
+        "The tokenizer does not append its EOS token %r: last-token pooling reads each text's "
+        "last word piece. Embedding models trained this way usually append EOS (a tokenizer "
+        "post-processor does it).",
+        tokenizer.eos_token,
+    )
 
 
 def check_texts(texts: Sequence[object]) -> None:

@@ -7,6 +7,7 @@ Reads the v2-v5 layout and the v6 key names; writes the v2-v5 layout, which sent
 from __future__ import annotations
 
 import contextlib
+import copy
 import json
 import os
 import shutil
@@ -17,9 +18,10 @@ from typing import Any, Literal
 
 import torch
 from safetensors.torch import load_file, save_file
-from transformers import AutoModel, AutoTokenizer
+from transformers import AutoConfig, AutoTokenizer
 
 from st_lightning.encoders.dense import Dense
+from st_lightning.encoders.families import backbone_class, missing_encoder_weights
 from st_lightning.encoders.hub import resolve_model_path
 from st_lightning.encoders.pooling import Pooling
 from st_lightning.encoders.sentence_encoder import SentenceEncoder
@@ -61,14 +63,46 @@ def _no_progress_bars() -> Iterator[None]:
             hf_logging.enable_progress_bar()
 
 
+def _load_adapted(folder: Path, trust_remote_code: bool, model_kwargs: dict[str, Any]):
+    """A folder in the adapter layout: its base model (named in adapter_config.json) with the
+    adapter loaded, trainable; the tokenizer is the folder's."""
+    from st_lightning.encoders.adapters import require_peft
+
+    peft = require_peft()
+    base_name = _read_json(folder / "adapter_config.json").get("base_model_name_or_path")
+    if not base_name:
+        raise ValueError(f"{folder / 'adapter_config.json'} does not name its base model.")
+    base, _ = _load_backbone(resolve_model_path(base_name), trust_remote_code, model_kwargs)
+    base.config._name_or_path = str(base_name)  # what a re-export names as the base
+    adapted = peft.PeftModel.from_pretrained(base, str(folder), is_trainable=True)
+    return adapted, AutoTokenizer.from_pretrained(folder, trust_remote_code=trust_remote_code)
+
+
 def _load_backbone(folder: Path, trust_remote_code: bool, model_kwargs: dict[str, Any]):
+    if (folder / "adapter_config.json").exists():
+        return _load_adapted(folder, trust_remote_code, model_kwargs)
+    try:
+        config = AutoConfig.from_pretrained(folder, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError) as err:
+        raise ValueError(f"Cannot read the transformer config in {folder}: {err}") from err
+    model_class = backbone_class(config)  # T5-style checkpoints: their encoder only
     try:
         with _no_progress_bars():
-            transformer = AutoModel.from_pretrained(
-                folder, trust_remote_code=trust_remote_code, **model_kwargs
+            transformer, info = model_class.from_pretrained(
+                folder,
+                trust_remote_code=trust_remote_code,
+                output_loading_info=True,
+                **model_kwargs,
             )
     except (OSError, ValueError) as err:
         raise ValueError(f"Cannot load the transformer weights in {folder}: {err}") from err
+    lacking = missing_encoder_weights(info, config.model_type)
+    if lacking:
+        raise ValueError(
+            f"{folder} holds no weights for the {config.model_type} encoder ({len(lacking)} "
+            f"missing, e.g. {lacking[:3]}): a decoder-only checkpoint cannot embed text. Use a "
+            "checkpoint with the encoder."
+        )
     try:
         tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=trust_remote_code)
     except (OSError, ValueError, TypeError) as err:
@@ -104,11 +138,14 @@ def load_encoder(
     model_kwargs: dict[str, Any] | None = None,
     unpadded: bool = True,
     attention_tokens: int | Literal["auto"] | None = "auto",
+    gradient_checkpointing: bool = False,
+    lora: Any = None,
 ) -> SentenceEncoder:
     """Load a sentence-transformers folder, or a plain transformer with mean pooling.
 
-    Keyword arguments that are not None override what the folder says; `unpadded` and
-    `attention_tokens` are `SentenceEncoder`'s (how the forward runs).
+    Keyword arguments that are not None override what the folder says; `unpadded`,
+    `attention_tokens` and `gradient_checkpointing` are `SentenceEncoder`'s (how the forward
+    runs).
     """
     folder = resolve_model_path(name_or_path, revision=revision, cache_dir=cache_dir, token=token)
     kwargs = dict(model_kwargs or {})
@@ -153,7 +190,7 @@ def load_encoder(
             raise ValueError(f"{modules_file} has no Pooling module; add one or load the backbone.")
         if (folder / "config_sentence_transformers.json").exists():
             st_config = _read_json(folder / "config_sentence_transformers.json")
-    elif (folder / "config.json").exists():
+    elif (folder / "config.json").exists() or (folder / "adapter_config.json").exists():
         transformer, tokenizer = _load_backbone(folder, trust_remote_code, kwargs)
     else:
         raise ValueError(
@@ -179,6 +216,8 @@ def load_encoder(
         similarity_fn_name=similarity_fn_name or st_config.get("similarity_fn_name") or "cosine",
         unpadded=unpadded,
         attention_tokens=attention_tokens,
+        gradient_checkpointing=gradient_checkpointing,
+        lora=lora,
     )
 
 
@@ -199,10 +238,18 @@ def _versions() -> dict[str, str]:
     }
 
 
-def write_folder(encoder: SentenceEncoder, out: Path) -> None:
+def write_folder(encoder: SentenceEncoder, out: Path, merge_adapters: bool = False) -> None:
     """Write every file of the layout into the empty folder `out`."""
+    from st_lightning.encoders.adapters import is_adapted
+
+    transformer: Any = encoder.transformer
+    if is_adapted(transformer):
+        if merge_adapters:  # a copy: the encoder keeps training its adapter
+            transformer = copy.deepcopy(transformer).merge_and_unload()
+        else:
+            _check_adapter_base(transformer)
     with _no_progress_bars():
-        encoder.transformer.save_pretrained(out)
+        transformer.save_pretrained(out)
     encoder.tokenizer.save_pretrained(out)
     tok_config = out / "tokenizer_config.json"
     if tok_config.exists():  # sentence-transformers 6 reads the length limit from here
@@ -244,15 +291,32 @@ def write_folder(encoder: SentenceEncoder, out: Path) -> None:
     )
 
 
+def _check_adapter_base(transformer: Any) -> None:
+    """The adapter layout names its base model; a base that no path or Hub id names (built
+    from a config in memory) cannot be found again by whoever loads the folder."""
+    base = transformer.peft_config["default"].base_model_name_or_path
+    local = base and Path(str(base)).expanduser().exists()
+    hub_id = base and str(base).count("/") == 1 and not str(base).startswith((".", "/"))
+    if not (local or hub_id):
+        raise ValueError(
+            f"The adapter's base model ({base!r}) is neither a folder nor a Hub id, so the saved "
+            "adapter could not be loaded again. Save with merge_adapters=True (export."
+            "merge_adapters=true), or start from a saved or Hub model."
+        )
+
+
 def save_encoder(
-    encoder: SentenceEncoder, path: str | os.PathLike, model_card: str | None = None
+    encoder: SentenceEncoder,
+    path: str | os.PathLike,
+    model_card: str | None = None,
+    merge_adapters: bool = False,
 ) -> Path:
     """Save atomically: nothing appears at `path` until every file is written."""
     target = Path(path).expanduser().resolve()
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
     try:
-        write_folder(encoder, tmp)
+        write_folder(encoder, tmp, merge_adapters=merge_adapters)
         (tmp / "README.md").write_text(model_card or default_card(encoder, target.name), "utf-8")
         if target.exists():
             old = target.with_name(f".{target.name}.old-{os.getpid()}")

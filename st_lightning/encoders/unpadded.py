@@ -17,6 +17,7 @@ MiniLM, all-MiniLM-L6-v2, BGE, E5 and the like). Others use their own forward.
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 import torch
@@ -199,9 +200,11 @@ def packed_layer(layer: Any, x: Tensor, groups: _Layout) -> Tensor:
 
 
 def bert_token_embeddings(
-    model: Any, features: dict[str, Tensor], attention_tokens: int = 512
+    model: Any, features: dict[str, Tensor], attention_tokens: int = 512, checkpoint: bool = False
 ) -> Tensor:
-    """Last hidden states [batch, length, hidden] of `model` (a supported BertModel)."""
+    """Last hidden states [batch, length, hidden] of `model` (a supported BertModel).
+    `checkpoint`: recompute each layer in the backward pass instead of keeping its activations
+    (the recomputation restores the RNG state, so dropout draws repeat)."""
     ids = features["input_ids"]
     mask = features["attention_mask"].bool()
     batch, length = ids.shape
@@ -221,6 +224,10 @@ def bert_token_embeddings(
         # A layer sharded by FSDP carries `packed_forward` (registered as one of its forward
         # methods, so its parameters are gathered around the call); others run it directly.
         step = getattr(layer, PACKED_FORWARD, None)
-        x = step(x, groups) if step is not None else packed_layer(layer, x, groups)
+        run = step if step is not None else partial(packed_layer, layer)
+        if checkpoint:
+            x = torch.utils.checkpoint.checkpoint(run, x, groups, use_reentrant=False)
+        else:
+            x = run(x, groups)
     hidden = x.new_zeros(batch * length, x.shape[-1]).index_copy(0, real, x)
     return hidden.view(batch, length, -1)

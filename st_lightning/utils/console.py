@@ -29,6 +29,8 @@ _LIGHTNING_INFO = re.compile(
 _THIRD_PARTY_WARNINGS = [
     # Lightning's pytree helper on torch >= 2.10 (lightning/pytorch/utilities/_pytree.py).
     r"`isinstance\(treespec, LeafSpec\)` is deprecated",
+    # peft 0.21 asks transformers >= 5.23 for the attribute's former name when it wraps a model.
+    r"`is_gradient_checkpointing` is deprecated",
 ]
 _LIGHTNING_LOGGERS = (
     "lightning.pytorch.utilities.rank_zero",
@@ -70,8 +72,12 @@ def run_line(trainer: L.Trainer, module: L.LightningModule) -> str:
     params = list(module.parameters())
     total = sum(p.numel() for p in params)
     trainable = sum(p.numel() for p in params if p.requires_grad)
+    from st_lightning.encoders.adapters import base_model, is_adapted
+
     encoder = getattr(module, "encoder", None)
-    backbone = type(getattr(encoder, "transformer", module)).__name__
+    transformer = getattr(encoder, "transformer", module)
+    backbone = type(base_model(transformer)).__name__
+    backbone += " + LoRA" if is_adapted(transformer) else ""
     devices = trainer.num_devices * trainer.num_nodes
     accelerator = type(trainer.accelerator).__name__.removesuffix("Accelerator").lower()
     strategy = type(trainer.strategy).__name__.removesuffix("Strategy")

@@ -42,12 +42,23 @@ def noise(out: str) -> list[str]:
             ("model/encoder=minilm", "trainer.precision=bf16-mixed", "trainer.max_steps=2"),
             id="minilm-bf16",
         ),
+        # A decoder with LoRA and checkpointing: where peft and transformers used to complain.
+        pytest.param(
+            (
+                "model/encoder=tiny_decoder",
+                "export.merge_adapters=true",
+                "model.encoder.lora={r: 4, alpha: 8, target_modules: [q_proj, v_proj]}",
+                "model.encoder.gradient_checkpointing=true",
+            ),
+            id="decoder-lora",
+        ),  # fmt: skip
     ],
 )
 def test_a_run_prints_no_warning_and_ends_with_the_table_and_folder(tmp_path, overrides):
     out = run_train(tmp_path, *overrides)
     assert noise(out) == []
-    assert re.search(r"Training BertModel: [\d.]+[KM] parameters .* precision (32-true|bf16)", out)
+    line = r"Training (BertModel|Qwen3Model \+ LoRA): [\d.]+[KM] parameters .* precision (32|bf16)"
+    assert re.search(line, out)
     assert re.search(r"^sts_tiny +spearman_cosine +-?\d\.\d{4} +-?\d\.\d{4}$", out, re.MULTILINE)
     assert "final model: <run>/final" in out
     assert re.search(r"loss=\d+\.\d+, samples/s=\d+", out)  # the progress bar's metrics

@@ -19,16 +19,21 @@ from st_lightning.encoders import tiny_encoder
 from st_lightning.evaluation import suites
 from st_lightning.export import encoder_from_checkpoint
 from st_lightning.run import build
-from st_lightning.utils.checkpoint import AtomicCheckpointIO, CarryStepLog, CheckpointOnSigterm
+from st_lightning.utils.checkpoint import (
+    AtomicCheckpointIO,
+    CarryStepLog,
+    CheckpointOnSigterm,
+    newest_checkpoint,
+)
 from st_lightning.utils.stop import StopAtStep
 
 STEPS = 6  # 48 rows in batches of 8: one epoch
 
 
-def python_run(out, callbacks=(), **settings):
+def python_run(out, callbacks=(), lora=None, **settings):
     """What a notebook user writes: objects, then `build`; no Hydra anywhere."""
     L.seed_everything(3, workers=True)
-    encoder = tiny_encoder(seed=1)
+    encoder = tiny_encoder(seed=1, lora=lora)
     data = EmbeddingDataModule(
         {"nli": DatasetSpec(str(REPO / "tests/assets/tiny_nli.jsonl"))},
         tokenizer=encoder.tokenizer,
@@ -103,22 +108,32 @@ def test_sigterm_stops_a_python_run_resumably_and_it_resumes_exactly(tmp_path):
         torch.testing.assert_close(value, expected[key], rtol=1e-5, atol=1e-6)
 
 
-def test_stop_and_resume_from_python_equals_a_run_never_stopped(tmp_path):
-    full = python_run(tmp_path / "full")
+@pytest.mark.parametrize("lora", [None, {"r": 4, "alpha": 8, "dropout": 0.1}], ids=["full", "lora"])
+def test_stop_and_resume_from_python_equals_a_run_never_stopped(tmp_path, lora):
+    full = python_run(tmp_path / "full", lora=lora)
     full.fit()
     # A checkpoint every step, as preemptible jobs keep (Lightning's default one is written at
     # the end of an epoch, and a stop ends the epoch).
     every_step = ModelCheckpoint(tmp_path / "part" / "checkpoints", every_n_train_steps=1)
-    part = python_run(tmp_path / "part", callbacks=[StopAtStep(3), every_step])
+    part = python_run(tmp_path / "part", callbacks=[StopAtStep(3), every_step], lora=lora)
     part.fit()
     assert part.trainer.global_step == 3
     again = ModelCheckpoint(tmp_path / "part" / "checkpoints", every_n_train_steps=1)
-    resumed = python_run(tmp_path / "part", callbacks=[again])  # the same command again
+    resumed = python_run(tmp_path / "part", callbacks=[again], lora=lora)  # the same command
     resumed.fit(ckpt_path="last")
     assert resumed.trainer.global_step == STEPS
     expected = weights(full.module.encoder)
     for key, value in weights(resumed.module.encoder).items():
         torch.testing.assert_close(value, expected[key], rtol=1e-5, atol=1e-6)
+    if lora:  # the adapter trained (the base did not), and the checkpoint rebuilds with it
+        start = weights(tiny_encoder(seed=1, lora=lora))
+        changed = [k for k, v in expected.items() if not torch.equal(v, start[k])]
+        assert changed and all("lora_" in k for k in changed)
+        newest = newest_checkpoint([tmp_path / "part" / "checkpoints"])
+        rebuilt = encoder_from_checkpoint(newest)
+        assert rebuilt.has_adapter
+        for key, value in weights(rebuilt).items():
+            torch.testing.assert_close(value, expected[key])
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,113 @@
+"""Backbones beyond BERT, each a tiny random model built offline: saved by st_lightning, loaded
+by sentence-transformers and by st_lightning with identical embeddings; trained one step."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from transformers import AutoConfig, AutoTokenizer
+
+from st_lightning.encoders import Pooling, SentenceEncoder, resolve_model_path
+from st_lightning.encoders.families import build_backbone
+
+SMALL = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64)
+DECODER = dict(SMALL, num_key_value_heads=1, max_position_embeddings=128)
+# model_type -> (config settings, pooling): decoders pool their last token, encoders the mean.
+FAMILIES = {
+    "roberta": (dict(SMALL, max_position_embeddings=130, pad_token_id=0), "mean"),
+    "xlm-roberta": (dict(SMALL, max_position_embeddings=130, pad_token_id=0), "mean"),
+    "distilbert": (dict(dim=32, n_layers=2, n_heads=2, hidden_dim=64), "mean"),
+    "mpnet": (dict(SMALL, max_position_embeddings=130), "mean"),
+    "modernbert": (
+        dict(
+            SMALL,
+            max_position_embeddings=128,
+            global_attn_every_n_layers=1,
+            local_attention=16,
+            pad_token_id=0,
+            eos_token_id=102,
+            bos_token_id=101,
+            cls_token_id=101,
+            sep_token_id=102,
+        ),
+        "cls",
+    ),  # fmt: skip
+    "t5": (dict(d_model=32, d_ff=64, num_layers=2, num_heads=2, d_kv=16), "mean"),
+    "qwen2": (DECODER, "lasttoken"),
+    "qwen3": (dict(DECODER, head_dim=16), "lasttoken"),
+    "llama": (DECODER, "lasttoken"),
+    "mistral": (DECODER, "lasttoken"),
+    "gemma": (dict(DECODER, head_dim=16), "lasttoken"),
+}
+TEXTS = ["A man is eating food.", "Two dogs run in the park near the old bridge.", "hi"]
+
+
+def family_encoder(model_type: str, tmp_path) -> SentenceEncoder:
+    """A random backbone of `model_type` with the tokenizer its folder loads as (the packaged
+    WordPiece vocabulary, read through the family's own tokenizer class)."""
+    settings, pooling = FAMILIES[model_type]
+    base = AutoTokenizer.from_pretrained(
+        resolve_model_path("sentence-transformers/all-MiniLM-L6-v2")
+    )
+    config = AutoConfig.for_model(model_type, vocab_size=base.vocab_size, **settings)
+    folder = tmp_path / f"{model_type}-tokenizer"
+    base.save_pretrained(folder)
+    config.save_pretrained(folder)
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    torch.manual_seed(0)
+    backbone = build_backbone(config)
+    hidden = getattr(config, "hidden_size", None) or getattr(config, "d_model", None)
+    return SentenceEncoder(backbone, tokenizer, Pooling(int(hidden), pooling), max_seq_length=64)
+
+
+@pytest.mark.parametrize("model_type", sorted(FAMILIES))
+def test_family_saves_and_loads_in_the_reference_with_identical_embeddings(model_type, tmp_path):
+    from sentence_transformers import SentenceTransformer
+
+    encoder = family_encoder(model_type, tmp_path).eval()
+    ours = encoder.encode(TEXTS)
+    folder = encoder.save_pretrained(tmp_path / "model")
+    reference = SentenceTransformer(str(folder), device="cpu")
+    np.testing.assert_allclose(reference.encode(TEXTS), ours, atol=1e-5)
+    back = SentenceEncoder.from_pretrained(folder).eval()
+    assert type(back.transformer) is type(encoder.transformer)
+    assert back.pooling.modes == encoder.pooling.modes
+    np.testing.assert_allclose(back.encode(TEXTS), ours, atol=1e-5)
+
+
+@pytest.mark.parametrize("model_type", ["t5", "qwen3", "modernbert"])
+def test_family_trains_a_step(model_type, tmp_path):
+    encoder = family_encoder(model_type, tmp_path).train()
+    features = encoder.tokenize(TEXTS)
+    loss = encoder(features).pow(2).sum()
+    loss.backward()
+    grads = [p.grad for p in encoder.parameters() if p.requires_grad]
+    assert sum(g is not None and bool(g.abs().sum() > 0) for g in grads) > len(grads) // 2
+
+
+def test_t5_loads_its_encoder_only(tmp_path):
+    encoder = family_encoder("t5", tmp_path)
+    assert type(encoder.transformer).__name__ == "T5EncoderModel"
+    folder = encoder.save_pretrained(tmp_path / "t5")
+    assert type(SentenceEncoder.from_pretrained(folder).transformer).__name__ == "T5EncoderModel"
+
+
+def test_a_decoder_only_t5_checkpoint_is_refused_clearly(tmp_path):
+    config = AutoConfig.for_model("t5", vocab_size=100, d_model=8, d_ff=16, num_layers=1,
+                                  num_heads=1, d_kv=8, is_decoder=True)  # fmt: skip
+    with pytest.raises(ValueError, match="no encoder stack"):
+        build_backbone(config)
+
+
+def test_a_t5_folder_without_encoder_weights_is_refused_clearly(tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    encoder = family_encoder("t5", tmp_path)
+    folder = encoder.save_pretrained(tmp_path / "t5")
+    weights = load_file(str(folder / "model.safetensors"))
+    save_file(
+        {k: v for k, v in weights.items() if "encoder" not in k}, str(folder / "model.safetensors")
+    )  # noqa: E501
+    with pytest.raises(ValueError, match="no weights for the t5 encoder"):
+        SentenceEncoder.from_pretrained(folder)
