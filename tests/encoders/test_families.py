@@ -111,3 +111,37 @@ def test_a_t5_folder_without_encoder_weights_is_refused_clearly(tmp_path):
     )  # noqa: E501
     with pytest.raises(ValueError, match="no weights for the t5 encoder"):
         SentenceEncoder.from_pretrained(folder)
+
+
+def word_tokenizer(**special):
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {"[PAD]": 0, "[UNK]": 1, "</s>": 2, "a": 3, "b": 4}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok, pad_token="[PAD]", unk_token="[UNK]", **special
+    )
+
+
+def test_lasttoken_pooling_needs_texts_that_end_with_an_eos_token(tiny, caplog):
+    with pytest.raises(ValueError, match="has no EOS token and ends texts with an ordinary token"):
+        SentenceEncoder(tiny.transformer, word_tokenizer(), Pooling(32, "lasttoken"))
+    # An EOS token the tokenizer does not append: allowed, with a warning saying so.
+    with caplog.at_level("WARNING", logger="st_lightning"):
+        SentenceEncoder(
+            tiny.transformer, word_tokenizer(eos_token="</s>"), Pooling(32, "lasttoken")
+        )
+    assert "does not append its EOS token" in caplog.text
+    # [SEP] closing every text (BERT tokenizers) counts as the end token; mean pooling never asks.
+    SentenceEncoder(tiny.transformer, tiny.tokenizer, Pooling(32, "lasttoken"))
+    SentenceEncoder(tiny.transformer, word_tokenizer(), Pooling(32, "mean"))
+
+
+def test_a_tokenizer_without_padding_token_pads_with_eos(tiny):
+    tokenizer = word_tokenizer(eos_token="</s>")
+    tokenizer.pad_token = None
+    encoder = SentenceEncoder(tiny.transformer, tokenizer, Pooling(32, "mean"))
+    assert encoder.tokenizer.pad_token == "</s>"
+    assert encoder.tokenize(["a b a", "a"])["input_ids"].shape == (2, 3)
