@@ -46,3 +46,18 @@ def test_cpu_benchmark_describes_bf16_from_what_it_measured():
     assert "no bf16 units" in bench.describe_cpu(emulated)
     text = bench.describe_cpu(units)
     assert "4.1x as fast as float32" in text and "no bf16 units" not in text
+
+
+@pytest.mark.slow
+def test_decoder_memory_benchmark_runs_a_variant():
+    proc = subprocess.run(
+        [sys.executable, "benchmarks/decoder_memory.py", "--single", "LoRA r16 + checkpointing",
+         "--batch-size", "4", "--steps", "1"],
+        cwd=REPO, env=run_env(REPO), capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    row = json.loads(proc.stdout.strip().splitlines()[-1])
+    # r * (in + out) for q and o (768 -> 768), k and v (768 -> 256), in 14 layers.
+    lora = 16 * 14 * (2 * (768 + 768) + 2 * (768 + 256))
+    assert row["parameters"] > 100e6 and row["trainable_parameters"] == lora == 1_146_880
+    assert row["samples_per_second"] > 0 and row["peak_memory_above_model_mb"] > 0

@@ -77,7 +77,7 @@ class EncoderDescription:
         config = AutoConfig.for_model(model_type, **settings)
         transformer = build_backbone(config)
         # The name it was loaded from: an adapter export names it as its base model.
-        transformer.config._name_or_path = str(self.backbone.get("_name_or_path", ""))
+        transformer.config.name_or_path = str(self.backbone.get("_name_or_path", ""))
         tokenizer = AutoTokenizer.from_pretrained(resolve_model_path(self.tokenizer))
         return SentenceEncoder(
             transformer,

@@ -73,7 +73,7 @@ def _load_adapted(folder: Path, trust_remote_code: bool, model_kwargs: dict[str,
     if not base_name:
         raise ValueError(f"{folder / 'adapter_config.json'} does not name its base model.")
     base, _ = _load_backbone(resolve_model_path(base_name), trust_remote_code, model_kwargs)
-    base.config._name_or_path = str(base_name)  # what a re-export names as the base
+    base.config.name_or_path = str(base_name)  # what a re-export names as the base
     adapted = peft.PeftModel.from_pretrained(base, str(folder), is_trainable=True)
     return adapted, AutoTokenizer.from_pretrained(folder, trust_remote_code=trust_remote_code)
 

@@ -113,7 +113,7 @@ def test_failed_save_leaves_nothing_behind_and_keeps_the_old_model(tiny, tmp_pat
     tiny.save_pretrained(target)
     before = sorted(p.name for p in target.iterdir())
 
-    def broken(encoder, out):
+    def broken(encoder, out, **settings):
         (out / "config.json").write_text("{half")
         raise OSError("disk full")
 
