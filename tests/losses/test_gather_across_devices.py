@@ -36,6 +36,19 @@ LOSSES = {
 CONTROL = {"local_only": lambda gather: losses.MultipleNegativesRankingLoss()}
 
 
+LORA = {"r": 4, "alpha": 8, "dropout": 0.0, "target_modules": ["query", "value"]}
+
+
+def make_encoder(lora: bool):
+    encoder = tiny_encoder(dropout=0.0, seed=1, lora=LORA if lora else None)
+    if lora:  # the same adapter in every process; B nonzero, so A has a gradient too
+        generator = torch.Generator().manual_seed(2)
+        for name, param in encoder.named_parameters():
+            if "lora_" in name:
+                param.data = torch.randn(param.shape, generator=generator) * 0.05
+    return encoder
+
+
 def step(model, encoder, loss, rows):
     columns = [
         encoder.tokenize([TEXTS[c][i] for i in rows]) for c in ("anchor", "positive", "negative")
@@ -45,9 +58,9 @@ def step(model, encoder, loss, rows):
     return value.detach()
 
 
-def worker(rank: int, world: int, init_file: str, out: str, name: str) -> None:
+def worker(rank: int, world: int, init_file: str, out: str, name: str, lora: bool = False) -> None:
     init_gloo(rank, world, init_file)
-    encoder = tiny_encoder(dropout=0.0, seed=1)
+    encoder = make_encoder(lora)
     encoder.freeze_unused()  # the pooler, as EmbeddingModule does: DDP needs every grad
     model = DistributedDataParallel(encoder)
     value = step(model, encoder, {**LOSSES, **CONTROL}[name](True), range(rank * B, (rank + 1) * B))
@@ -72,6 +85,25 @@ def test_two_ranks_equal_one_rank_with_the_global_batch(name, tmp_path):
     grads = {n: p.grad for n, p in encoder.named_parameters() if p.grad is not None}
     assert grads.keys() == distributed["grads"].keys()
     for n, g in grads.items():
+        error = (distributed["grads"][n] - g).norm()
+        assert error <= 1e-4 * g.norm() + 1e-8, (n, error.item())
+
+
+@pytest.mark.slow
+def test_two_ranks_with_adapters_equal_one_rank_with_the_global_batch(tmp_path):
+    out = str(tmp_path / "rank0.pt")
+    init_file = tempfile.mktemp(dir=tmp_path)
+    mp.spawn(worker, args=(2, init_file, out, "mnrl_triplets", True), nprocs=2, join=True)
+    distributed = torch.load(out, weights_only=True)
+
+    encoder = make_encoder(lora=True)
+    expected = step(encoder, encoder, LOSSES["mnrl_triplets"](False), range(2 * B))
+    torch.testing.assert_close(distributed["loss"], expected, rtol=1e-5, atol=1e-7)
+    grads = {n: p.grad for n, p in encoder.named_parameters() if p.grad is not None}
+    assert len(grads) == 8 and all("lora_" in n for n in grads)  # adapters only
+    assert grads.keys() == distributed["grads"].keys()
+    for n, g in grads.items():
+        assert g.norm() > 0
         error = (distributed["grads"][n] - g).norm()
         assert error <= 1e-4 * g.norm() + 1e-8, (n, error.item())
 
