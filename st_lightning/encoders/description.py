@@ -40,6 +40,7 @@ class EncoderDescription:
     default_prompt_name: str | None = None
     similarity_fn_name: str = "cosine"
     lora: dict[str, Any] | None = None  # LoRA settings when the backbone carries an adapter
+    append_eos: bool = False
 
     @classmethod
     def of(cls, encoder: SentenceEncoder) -> EncoderDescription:
@@ -55,6 +56,7 @@ class EncoderDescription:
             default_prompt_name=encoder.default_prompt_name,
             similarity_fn_name=str(encoder.similarity_fn_name),
             lora=settings_of(encoder.transformer),
+            append_eos=bool(getattr(encoder, "append_eos", False)),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -91,4 +93,5 @@ class EncoderDescription:
             default_prompt_name=self.default_prompt_name,
             similarity_fn_name=self.similarity_fn_name,
             lora=self.lora,
+            append_eos=self.append_eos,
         )

@@ -50,6 +50,9 @@ class SentenceEncoder(nn.Module):
             those of the plain forward, with gradient caching too.
         lora: LoRA adapter settings (`st_lightning.encoders.adapters.LoraSettings` or a dict
             of them): only the adapters train; saved in the adapter layout (or merged).
+        append_eos: make the tokenizer end every text with its EOS token (for last-token
+            pooling with a tokenizer that has an EOS but does not append it); saved with the
+            tokenizer, so sentence-transformers tokenizes the same way.
     """
 
     def __init__(
@@ -68,8 +71,12 @@ class SentenceEncoder(nn.Module):
         attention_tokens: int | Literal["auto"] | None = "auto",
         gradient_checkpointing: bool = False,
         lora: Any = None,
+        append_eos: bool = False,
     ) -> None:
         super().__init__()
+        if append_eos:
+            append_eos_token(tokenizer)
+        self.append_eos = append_eos
         if lora is not None:
             from st_lightning.encoders.adapters import add_lora
 
@@ -147,6 +154,7 @@ class SentenceEncoder(nn.Module):
         attention_tokens: int | Literal["auto"] | None = "auto",
         gradient_checkpointing: bool = False,
         lora: Any = None,
+        append_eos: bool = False,
     ) -> SentenceEncoder:
         """Load a Hub id or folder: a sentence-transformers model, or a plain transformer (which
         gets mean pooling). Arguments that are not None override what the folder says; see
@@ -210,6 +218,10 @@ class SentenceEncoder(nn.Module):
                 padding=True,
                 truncation="longest_first",
                 max_length=self.max_seq_length,
+                # Right padding whatever the tokenizer's default, as training batches are
+                # collated: length grouping trims rows from the right, and a causal backbone's
+                # real tokens then never follow padding.
+                padding_side="right",
                 return_tensors="pt",
             )
         )
@@ -323,6 +335,34 @@ class SentenceEncoder(nn.Module):
         return out.cpu().numpy() if convert_to == "numpy" else out
 
 
+def append_eos_token(tokenizer: PreTrainedTokenizerBase) -> None:
+    """Make `tokenizer` end every text (and each text of a pair) with its EOS token, keeping a
+    leading BOS it adds; a tokenizer that already appends it is left as it is."""
+    eos, eos_id = tokenizer.eos_token, tokenizer.eos_token_id
+    if eos is None or eos_id is None:
+        raise ValueError(
+            f"append_eos needs an EOS token, and the tokenizer ({type(tokenizer).__name__}) has "
+            "none; set tokenizer.eos_token, or use a pooling mode other than lasttoken."
+        )
+    ids = tokenizer("a")["input_ids"]
+    if ids and ids[-1] == eos_id:
+        return
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is None:
+        raise ValueError(
+            f"append_eos works with fast (tokenizers-backed) tokenizers; "
+            f"{type(tokenizer).__name__} is not one."
+        )
+    from tokenizers.processors import TemplateProcessing
+
+    bos, bos_id = tokenizer.bos_token, tokenizer.bos_token_id
+    lead = f"{bos} " if bos is not None and ids and ids[0] == bos_id else ""
+    special = [(eos, eos_id)] + ([(bos, bos_id)] if lead else [])
+    backend.post_processor = TemplateProcessing(
+        single=f"{lead}$A {eos}", pair=f"{lead}$A {eos} $B {eos}", special_tokens=special
+    )
+
+
 def check_last_token(tokenizer: PreTrainedTokenizerBase) -> None:
     """Last-token pooling reads the token that ends each text: an EOS (or [SEP]) the tokenizer
     appends. Without any, it would read the text's last word piece."""
@@ -338,8 +378,8 @@ def check_last_token(tokenizer: PreTrainedTokenizerBase) -> None:
         )
     log.warning(
         "The tokenizer does not append its EOS token %r: last-token pooling reads each text's "
-        "last word piece. Embedding models trained this way usually append EOS (a tokenizer "
-        "post-processor does it).",
+        "last word piece. Embedding models trained this way usually append EOS: set "
+        "append_eos=true (model.encoder.append_eos).",
         tokenizer.eos_token,
     )
 

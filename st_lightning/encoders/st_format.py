@@ -140,6 +140,7 @@ def load_encoder(
     attention_tokens: int | Literal["auto"] | None = "auto",
     gradient_checkpointing: bool = False,
     lora: Any = None,
+    append_eos: bool = False,
 ) -> SentenceEncoder:
     """Load a sentence-transformers folder, or a plain transformer with mean pooling.
 
@@ -218,6 +219,7 @@ def load_encoder(
         attention_tokens=attention_tokens,
         gradient_checkpointing=gradient_checkpointing,
         lora=lora,
+        append_eos=append_eos,
     )
 
 

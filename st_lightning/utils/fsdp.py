@@ -114,7 +114,10 @@ def shard_module(
 
     if isinstance(encoder, FSDPModule):
         return
-    backbone = getattr(encoder, "transformer", encoder)
+    from st_lightning.encoders.adapters import base_model
+
+    # Inside a LoRA wrapper, the backbone whose layers (adapters included) are the units.
+    backbone = base_model(getattr(encoder, "transformer", encoder))
     layers = transformer_layers(backbone)
     packed = unpadded.supports(backbone)
     for layer in layers:

@@ -118,6 +118,7 @@ def word_tokenizer(**special):
     from transformers import PreTrainedTokenizerFast
 
     vocab = {"[PAD]": 0, "[UNK]": 1, "</s>": 2, "a": 3, "b": 4}
+    vocab.update({f"w{i}": 5 + i for i in range(1200)})  # a vocabulary of a real size
     tok = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
     tok.pre_tokenizer = pre_tokenizers.Whitespace()
     return PreTrainedTokenizerFast(
@@ -145,3 +146,56 @@ def test_a_tokenizer_without_padding_token_pads_with_eos(tiny):
     encoder = SentenceEncoder(tiny.transformer, tokenizer, Pooling(32, "mean"))
     assert encoder.tokenizer.pad_token == "</s>"
     assert encoder.tokenize(["a b a", "a"])["input_ids"].shape == (2, 3)
+
+
+ANCHORS = ["a man eats", "two dogs run in the park near the old stone bridge today", "hi"]
+POSITIVES = ["someone is eating", "dogs are outside", "hello there my friend, how are you"]
+
+
+@pytest.mark.parametrize("model_type", sorted(FAMILIES))
+def test_the_length_grouped_forward_equals_the_padded_forward(model_type, tmp_path):
+    """Training embeds the rows of all columns sorted by length, in groups padded only to their
+    own longest row; each family gives the embeddings and gradients of one padded forward per
+    column (dropout off, so both see the same function)."""
+    from st_lightning.encoders.batch import BatchEmbedder
+
+    encoder = family_encoder(model_type, tmp_path).eval()  # eval: no dropout draws
+    columns = [encoder.tokenize(ANCHORS), encoder.tokenize(POSITIVES)]
+
+    def run(embed):
+        encoder.zero_grad()
+        embeddings = embed(columns)
+        (embeddings[0] @ embeddings[1].T).sum().backward()
+        grads = {n: p.grad.clone() for n, p in encoder.named_parameters() if p.grad is not None}
+        return [e.detach() for e in embeddings], grads
+
+    padded, padded_grads = run(lambda cols: [encoder(c) for c in cols])
+    grouped, grouped_grads = run(BatchEmbedder(encoder, group_tokens=24))
+    for a, b in zip(padded, grouped, strict=True):
+        torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-5)
+    assert padded_grads.keys() == grouped_grads.keys() and padded_grads
+    for name, grad in padded_grads.items():
+        error = (grouped_grads[name] - grad).norm()
+        assert error <= 1e-4 * grad.norm() + 1e-6, (name, error.item())
+
+
+def test_append_eos_ends_every_text_with_eos_and_is_saved_with_the_tokenizer(tiny, tmp_path):
+    from sentence_transformers import SentenceTransformer
+
+    tokenizer = word_tokenizer(eos_token="</s>")
+    encoder = SentenceEncoder(
+        tiny.transformer, tokenizer, Pooling(32, "lasttoken"), append_eos=True
+    )
+    features = encoder.tokenize(["a b a", "b"])
+    assert features["input_ids"].tolist() == [[3, 4, 3, 2], [4, 2, 0, 0]]  # </s> is id 2
+    encoder.eval()
+    folder = encoder.save_pretrained(tmp_path / "eos")
+    texts = ["a b a", "b", "a a"]
+    np.testing.assert_allclose(
+        SentenceTransformer(str(folder), device="cpu").encode(texts),
+        encoder.encode(texts),
+        atol=1e-5,
+    )
+    assert SentenceEncoder.from_pretrained(folder).tokenize(["b"])["input_ids"].tolist() == [[4, 2]]
+    with pytest.raises(ValueError, match="append_eos needs an EOS token"):
+        SentenceEncoder(tiny.transformer, word_tokenizer(), Pooling(32, "mean"), append_eos=True)

@@ -84,6 +84,11 @@ def eval_rows(out: Path) -> list[dict[str, str]]:
         [GATHERED],  # the unpadded forward: each layer's packed step gathers its shards
         [GATHERED, "model.encoder.unpadded=false"],  # the backbone's own padded forward
         [GATHERED, "model.mini_batch_size=2"],  # gradient caching (manual optimization)
+        [  # LoRA adapters on the unpadded forward: the adapters are sharded with their layers
+            GATHERED,
+            "model.encoder.lora={r: 4, alpha: 8, dropout: 0.0, target_modules: [query, value]}",
+            "export.merge_adapters=true",
+        ],
         [  # a loss with weights of its own (sharded too), trained at 10x the learning rate
             "loss@losses.nli=softmax",
             "losses.nli.embedding_dimension=32",
@@ -92,7 +97,7 @@ def eval_rows(out: Path) -> list[dict[str, str]]:
             "+model.lr_multipliers.losses=10.0",
         ],
     ],
-    ids=["unpadded", "padded", "gradcache", "softmax_loss"],
+    ids=["unpadded", "padded", "gradcache", "lora", "softmax_loss"],
 )
 def test_fsdp_trains_evaluates_and_exports_what_ddp_does(tmp_path, overrides):
     launch(tmp_path / "fsdp", "trainer=fsdp", *overrides)
