@@ -24,53 +24,34 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 
-BASE = dict(hidden_size=256, num_hidden_layers=4, num_attention_heads=4, intermediate_size=1024)
-DECODER = dict(BASE, num_key_value_heads=2, max_position_embeddings=256)
-FAMILIES = {
-    "bert": (dict(BASE, max_position_embeddings=256), "mean"),
-    "roberta": (dict(BASE, max_position_embeddings=258, pad_token_id=0), "mean"),
-    "xlm-roberta": (dict(BASE, max_position_embeddings=258, pad_token_id=0), "mean"),
-    "distilbert": (dict(dim=256, n_layers=4, n_heads=4, hidden_dim=1024), "mean"),
-    "mpnet": (dict(BASE, max_position_embeddings=258), "mean"),
-    "modernbert": (
-        dict(
-            BASE,
-            max_position_embeddings=256,
-            global_attn_every_n_layers=1,
-            local_attention=64,
-            pad_token_id=0,
-            eos_token_id=102,
-            bos_token_id=101,
-            cls_token_id=101,
-            sep_token_id=102,
-        ),
-        "cls",
-    ),  # fmt: skip
-    "t5": (dict(d_model=256, d_ff=1024, num_layers=4, num_heads=4, d_kv=64), "mean"),
-    "qwen2": (DECODER, "lasttoken"),
-    "qwen3": (dict(DECODER, head_dim=64), "lasttoken"),
-    "llama": (DECODER, "lasttoken"),
-    "mistral": (DECODER, "lasttoken"),
-    "gemma": (dict(DECODER, head_dim=64), "lasttoken"),
-}
+FAMILIES = ["bert", "roberta", "xlm-roberta", "distilbert", "mpnet", "modernbert", "t5",
+            "qwen2", "qwen3", "llama", "mistral", "gemma"]  # fmt: skip
+SIZE = dict(hidden_size=256, num_layers=4, num_heads=4, intermediate_size=1024, max_positions=256)
 
 
 def encoder_of(model_type: str):
     import torch
-    from transformers import AutoConfig, AutoTokenizer
+    from transformers import AutoTokenizer
 
     from st_lightning.encoders import Pooling, SentenceEncoder, resolve_model_path
-    from st_lightning.encoders.families import build_backbone
-
-    settings, pooling = FAMILIES[model_type]
-    tok = AutoTokenizer.from_pretrained(
-        resolve_model_path("sentence-transformers/all-MiniLM-L6-v2")
+    from st_lightning.encoders.families import (
+        DECODERS,
+        build_backbone,
+        hidden_size_of,
+        random_config,
     )
-    config = AutoConfig.for_model(model_type, vocab_size=tok.vocab_size, **settings)
+
+    vocabulary = resolve_model_path("sentence-transformers/all-MiniLM-L6-v2")
+    tok = AutoTokenizer.from_pretrained(vocabulary)
+    config = random_config(model_type, vocab_size=tok.vocab_size, **SIZE)
     torch.manual_seed(0)
     backbone = build_backbone(config)
-    hidden = getattr(config, "hidden_size", None) or getattr(config, "d_model", None)
-    return SentenceEncoder(backbone, tok, Pooling(int(hidden), pooling), max_seq_length=128)
+    pooling = (
+        "lasttoken" if model_type in DECODERS else "cls" if model_type == "modernbert" else "mean"
+    )
+    return SentenceEncoder(
+        backbone, tok, Pooling(hidden_size_of(config), pooling), max_seq_length=128
+    )
 
 
 def measure(model_type: str, runs: int, batch: int) -> dict:
@@ -143,7 +124,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--batch", type=int, default=64)
-    parser.add_argument("--families", nargs="+", default=list(FAMILIES))
+    parser.add_argument("--families", nargs="+", default=FAMILIES)
     parser.add_argument("--render", action="store_true", help="rewrite the table from the JSON")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/families")
     args = parser.parse_args()

@@ -9,36 +9,18 @@ import torch
 from transformers import AutoConfig, AutoTokenizer
 
 from st_lightning.encoders import Pooling, SentenceEncoder, resolve_model_path
-from st_lightning.encoders.families import build_backbone
+from st_lightning.encoders.families import DECODERS, build_backbone, hidden_size_of, random_config
 
-SMALL = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64)
-DECODER = dict(SMALL, num_key_value_heads=1, max_position_embeddings=128)
-# model_type -> (config settings, pooling): decoders pool their last token, encoders the mean.
+# model_type -> pooling: decoders pool their last token; ModernBERT its first (cls), the rest
+# the mean. Each model is `random_config(model_type)`'s size: hidden 32, 2 layers, 2 heads.
 FAMILIES = {
-    "roberta": (dict(SMALL, max_position_embeddings=130, pad_token_id=0), "mean"),
-    "xlm-roberta": (dict(SMALL, max_position_embeddings=130, pad_token_id=0), "mean"),
-    "distilbert": (dict(dim=32, n_layers=2, n_heads=2, hidden_dim=64), "mean"),
-    "mpnet": (dict(SMALL, max_position_embeddings=130), "mean"),
-    "modernbert": (
-        dict(
-            SMALL,
-            max_position_embeddings=128,
-            global_attn_every_n_layers=1,
-            local_attention=16,
-            pad_token_id=0,
-            eos_token_id=102,
-            bos_token_id=101,
-            cls_token_id=101,
-            sep_token_id=102,
-        ),
-        "cls",
-    ),  # fmt: skip
-    "t5": (dict(d_model=32, d_ff=64, num_layers=2, num_heads=2, d_kv=16), "mean"),
-    "qwen2": (DECODER, "lasttoken"),
-    "qwen3": (dict(DECODER, head_dim=16), "lasttoken"),
-    "llama": (DECODER, "lasttoken"),
-    "mistral": (DECODER, "lasttoken"),
-    "gemma": (dict(DECODER, head_dim=16), "lasttoken"),
+    "roberta": "mean",
+    "xlm-roberta": "mean",
+    "distilbert": "mean",
+    "mpnet": "mean",
+    "modernbert": "cls",
+    "t5": "mean",
+    **{model_type: "lasttoken" for model_type in DECODERS},
 }
 TEXTS = ["A man is eating food.", "Two dogs run in the park near the old bridge.", "hi"]
 
@@ -46,18 +28,18 @@ TEXTS = ["A man is eating food.", "Two dogs run in the park near the old bridge.
 def family_encoder(model_type: str, tmp_path) -> SentenceEncoder:
     """A random backbone of `model_type` with the tokenizer its folder loads as (the packaged
     WordPiece vocabulary, read through the family's own tokenizer class)."""
-    settings, pooling = FAMILIES[model_type]
     base = AutoTokenizer.from_pretrained(
         resolve_model_path("sentence-transformers/all-MiniLM-L6-v2")
     )
-    config = AutoConfig.for_model(model_type, vocab_size=base.vocab_size, **settings)
+    config = random_config(model_type, vocab_size=base.vocab_size)
     folder = tmp_path / f"{model_type}-tokenizer"
     base.save_pretrained(folder)
     config.save_pretrained(folder)
     tokenizer = AutoTokenizer.from_pretrained(folder)
     torch.manual_seed(0)
     backbone = build_backbone(config)
-    hidden = getattr(config, "hidden_size", None) or getattr(config, "d_model", None)
+    hidden = hidden_size_of(config)
+    pooling = FAMILIES[model_type]
     return SentenceEncoder(backbone, tokenizer, Pooling(int(hidden), pooling), max_seq_length=64)
 
 
