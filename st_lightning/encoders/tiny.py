@@ -49,17 +49,18 @@ def tiny_encoder(
         backbone = BertModel(config)  # with its pooler, as real BERT checkpoints have
         pooling = Pooling(hidden_size, pooling_mode)
         dense = [Dense(pooling.output_dimension, dense_dim)] if dense_dim else []
-    return SentenceEncoder(
-        backbone,
-        tok,
-        pooling,
-        dense=dense,
-        normalize=normalize,
-        max_seq_length=max_seq_length,
-        unpadded=unpadded,
-        gradient_checkpointing=gradient_checkpointing,
-        lora=lora,
-    )
+        # Inside the seeded block: LoRA's random A matrices depend on `seed` too.
+        return SentenceEncoder(
+            backbone,
+            tok,
+            pooling,
+            dense=dense,
+            normalize=normalize,
+            max_seq_length=max_seq_length,
+            unpadded=unpadded,
+            gradient_checkpointing=gradient_checkpointing,
+            lora=lora,
+        )
 
 
 def tiny_decoder(
@@ -99,12 +100,12 @@ def tiny_decoder(
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         backbone = Qwen3Model(config)
-    return SentenceEncoder(
-        backbone,
-        tok,
-        Pooling(hidden_size, "lasttoken"),
-        normalize=normalize,
-        max_seq_length=max_seq_length,
-        gradient_checkpointing=gradient_checkpointing,
-        lora=lora,
-    )
+        return SentenceEncoder(  # seeded too: LoRA's A matrices
+            backbone,
+            tok,
+            Pooling(hidden_size, "lasttoken"),
+            normalize=normalize,
+            max_seq_length=max_seq_length,
+            gradient_checkpointing=gradient_checkpointing,
+            lora=lora,
+        )

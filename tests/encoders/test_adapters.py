@@ -136,3 +136,14 @@ def test_gradient_caching_with_adapters_equals_the_plain_step(base_folder, check
     assert len(expected) == 8 and all("lora_" in n for n in expected)  # A and B, 4 matrices
     for name, grad in expected.items():
         assert (got[name] - grad).norm() <= 1e-4 * grad.norm() + 1e-8, name
+
+
+def test_a_seeded_tiny_encoder_gets_the_same_adapter():
+    torch.manual_seed(1)
+    a = tiny_encoder(seed=4, lora=LORA).state_dict()
+    torch.manual_seed(2)  # the global RNG does not matter, the seed does
+    b = tiny_encoder(seed=4, lora=LORA).state_dict()
+    c = tiny_encoder(seed=5, lora=LORA).state_dict()
+    lora_keys = [k for k in a if "lora_A" in k]
+    assert lora_keys and all(torch.equal(a[k], b[k]) for k in a)
+    assert not all(torch.equal(a[k], c[k]) for k in lora_keys)
