@@ -24,7 +24,7 @@ class RunRecord(L.Callback):
         self.train_seconds = 0.0
         self.smoothing = smoothing
         self._start: float | None = None
-        self._window: list[float] = []
+        self._window: list[torch.Tensor] = []
         self._epoch = 0.0
         self._step_time: float | None = None  # seconds per optimizer step, smoothed
         self._last: tuple[int, float] | None = None  # (global step, time) at the last step
@@ -42,7 +42,7 @@ class RunRecord(L.Callback):
             self._window = []
 
     def _row(self, epoch: float, step: int) -> dict[str, Any]:
-        loss = sum(self._window) / len(self._window)
+        loss = float(torch.stack(self._window).float().mean())
         return {"epoch": round(epoch, 4), "step": step, "training loss": round(loss, 4)}
 
     def seconds(self) -> float:
@@ -58,8 +58,8 @@ class RunRecord(L.Callback):
         batch_idx: int,
     ) -> None:
         loss = trainer.callback_metrics.get("train/loss")
-        if loss is not None:
-            self._window.append(float(loss))
+        if loss is not None:  # kept on the device: read once per logged row, not every step
+            self._window.append(loss.detach())
         batches = max(trainer.num_training_batches, 1)
         self._epoch = min(
             trainer.current_epoch + (batch_idx + 1) / batches, trainer.current_epoch + 1
