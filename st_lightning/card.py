@@ -13,13 +13,13 @@ import platform
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import yaml
 
 from st_lightning.encoders import SentenceEncoder
+from st_lightning.encoders.hub import is_hub_id
 from st_lightning.losses.citations import SBERT
 
 # Hub task of each evaluator's metrics (model-index `task.type`, with its display name).
@@ -34,7 +34,6 @@ TASKS = {
     "MSEEvaluator": ("knowledge-distillation", "Knowledge Distillation"),
     "LabelAccuracyEvaluator": ("classification", "Classification"),
 }
-_LOSS_LOG = "loss"  # the evaluation-loss "evaluator" of EvaluatorCallback's history
 
 
 @dataclass
@@ -86,11 +85,6 @@ class CardData:
     # The usage snippet's sentences and their similarity matrix under this model.
     usage_sentences: list[str] = field(default_factory=list)
     usage_similarities: list[list[float]] = field(default_factory=list)
-
-
-def _is_hub_id(source: str) -> bool:
-    local = source.startswith((".", "/")) or Path(source).exists()
-    return source.count("/") == 1 and not local
 
 
 def token_stats(lengths: Sequence[int]) -> dict[str, float]:
@@ -148,13 +142,12 @@ def header(encoder: SentenceEncoder, card: CardData) -> dict[str, Any]:
         out["widget"] = card.widget
     out["pipeline_tag"] = "sentence-similarity"
     out["library_name"] = "sentence-transformers"
-    hub_datasets = sorted({d.source for d in card.datasets if _is_hub_id(d.source)})
+    hub_datasets = sorted({d.source for d in card.datasets if is_hub_id(d.source)})
     if hub_datasets:  # local folders and files mean nothing on the Hub
         out["datasets"] = hub_datasets
     if card.emissions:
         out["co2_eq_emissions"] = card.emissions
-    scored = [e for e in card.evaluations if e.name != _LOSS_LOG]  # the loss is in the log
-    final = [(e, e.stages.get("after") or list(e.stages.values())[-1]) for e in scored]
+    final = [(e, e.stages.get("after") or list(e.stages.values())[-1]) for e in card.evaluations]
     final = [(e, m) for e, m in final if m]
     if final:
         out["metrics"] = list(dict.fromkeys(k for _, m in final for k in m))
@@ -223,7 +216,7 @@ def _usage(encoder: SentenceEncoder, card: CardData) -> str:
         "## Usage",
         "",
         "Install sentence-transformers and load the model folder"
-        + (" (or its Hub repository)" if _is_hub_id(card.load_path) else "")
+        + (" (or its Hub repository)" if is_hub_id(card.load_path) else "")
         + ":",
         "",
         "```bash\npip install -U sentence-transformers\n```",
@@ -271,7 +264,7 @@ def model_card(encoder: SentenceEncoder, card: CardData) -> str:
     arch += " with LoRA adapters" if is_adapted(encoder.transformer) else ""
     base = (
         f" from [{card.base_model}](https://huggingface.co/{card.base_model})"
-        if card.base_model and _is_hub_id(card.base_model)
+        if card.base_model and is_hub_id(card.base_model)
         else (f" from `{card.base_model}`" if card.base_model else "")
     )
     trained_on = ", ".join(d.name for d in card.datasets)
@@ -306,8 +299,6 @@ def model_card(encoder: SentenceEncoder, card: CardData) -> str:
     if card.evaluations:
         section = ["## Evaluation"]
         for e in card.evaluations:
-            if e.name == _LOSS_LOG:
-                continue
             metrics = list(dict.fromkeys(m for s in e.stages.values() for m in s))
             stages = list(e.stages)
             rows = [

@@ -142,7 +142,8 @@ def build_card(
         datasets=infos,
         eval_datasets=eval_infos,
         evaluations=evaluation_infos(
-            evals.summary(),
+            # The evaluators' metrics; the evaluation loss goes to the training log.
+            {k: v for k, v in evals.summary().items() if k in {e.name for e in evals.evaluators}},
             {e.name: type(e).__name__ for e in evals.evaluators},
             {e.name: e.primary_metric for e in evals.evaluators},
         ),

@@ -34,6 +34,13 @@ def packaged_model_path(model_id: str) -> Path | None:
         return None
 
 
+def is_hub_id(name: str | os.PathLike) -> bool:
+    """Whether `name` reads as a Hugging Face id ("owner/name") rather than a local path."""
+    text = str(name)
+    local = text.startswith((".", "/", "~")) or Path(text).expanduser().exists()
+    return text.count("/") == 1 and not local
+
+
 def resolve_model_path(
     name_or_path: str | os.PathLike,
     *,

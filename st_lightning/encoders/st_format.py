@@ -22,7 +22,7 @@ from transformers import AutoConfig, AutoTokenizer
 
 from st_lightning.encoders.dense import Dense
 from st_lightning.encoders.families import backbone_class, missing_encoder_weights
-from st_lightning.encoders.hub import resolve_model_path
+from st_lightning.encoders.hub import is_hub_id, resolve_model_path
 from st_lightning.encoders.pooling import Pooling
 from st_lightning.encoders.sentence_encoder import SentenceEncoder
 
@@ -297,9 +297,7 @@ def _check_adapter_base(transformer: Any) -> None:
     """The adapter layout names its base model; a base that no path or Hub id names (built
     from a config in memory) cannot be found again by whoever loads the folder."""
     base = transformer.peft_config["default"].base_model_name_or_path
-    local = base and Path(str(base)).expanduser().exists()
-    hub_id = base and str(base).count("/") == 1 and not str(base).startswith((".", "/"))
-    if not (local or hub_id):
+    if not base or not (Path(str(base)).expanduser().exists() or is_hub_id(base)):
         raise ValueError(
             f"The adapter's base model ({base!r}) is neither a folder nor a Hub id, so the saved "
             "adapter could not be loaded again. Save with merge_adapters=True (export."

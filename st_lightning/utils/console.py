@@ -17,6 +17,8 @@ from typing import Any
 import lightning as L
 from lightning.pytorch.callbacks import TQDMProgressBar
 
+from st_lightning.utils.record import devices
+
 # Informational lines Lightning logs on every run. The devices and precision are in the run
 # line instead; the rest advertises, or describes Lightning's own bookkeeping.
 _LIGHTNING_INFO = re.compile(
@@ -78,13 +80,12 @@ def run_line(trainer: L.Trainer, module: L.LightningModule) -> str:
     transformer = getattr(encoder, "transformer", module)
     backbone = type(base_model(transformer)).__name__
     backbone += " + LoRA" if is_adapted(transformer) else ""
-    devices = trainer.num_devices * trainer.num_nodes
-    accelerator = type(trainer.accelerator).__name__.removesuffix("Accelerator").lower()
+    count, kind = devices(trainer)
     strategy = type(trainer.strategy).__name__.removesuffix("Strategy")
     return (
         f"Training {backbone}: {_count(total)} parameters ({_count(trainable)} trainable), "
-        f"precision {trainer.precision}, {devices} {accelerator} device"
-        f"{'s' if devices > 1 else ''}, strategy {strategy}"
+        f"precision {trainer.precision}, {count} {kind.lower()} device"
+        f"{'s' if count > 1 else ''}, strategy {strategy}"
     )
 
 

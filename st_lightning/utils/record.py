@@ -100,12 +100,18 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
+def devices(trainer: L.Trainer) -> tuple[int, str]:
+    """How many devices the run trains on, in all nodes, and their kind ("CPU", "CUDA", ...)."""
+    kind = type(trainer.accelerator).__name__.removesuffix("Accelerator")
+    return trainer.num_devices * trainer.num_nodes, kind
+
+
 def hardware(trainer: L.Trainer) -> dict[str, str]:
     """The machine the run trained on, for the model card."""
+    count, kind = devices(trainer)
+    nodes = f"{trainer.num_nodes} node{'s' if trainer.num_nodes > 1 else ''}"
     out = {
-        "Devices": f"{trainer.num_devices * trainer.num_nodes} "
-        f"{type(trainer.accelerator).__name__.removesuffix('Accelerator')} "
-        f"({trainer.num_nodes} node{'s' if trainer.num_nodes > 1 else ''})",
+        "Devices": f"{count} {kind} ({nodes})",
         "Precision": str(trainer.precision),
         "CPU": f"{cpu_name()} ({os.cpu_count()} logical cores)",
     }
