@@ -26,7 +26,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
-from memory import PeakSampler, rss  # noqa: E402
+from memory import PeakSampler, machine, rss  # noqa: E402
 
 VARIANTS = {
     "full fine-tuning": {"lora": None, "gradient_checkpointing": False},
@@ -126,12 +126,6 @@ def render(results: dict) -> str:
         "LoRA alone saves only the full model's gradients and AdamW states.",
     ]
     return "\n".join(lines) + "\n"
-
-
-def machine() -> str:
-    from st_lightning.utils.record import cpu_name
-
-    return f"{cpu_name()}, {os.cpu_count()} cores"
 
 
 def main() -> None:

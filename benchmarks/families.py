@@ -133,7 +133,7 @@ def main() -> None:
         results = json.loads(args.out.with_suffix(".json").read_text())
     else:
         sys.path.insert(0, str(ROOT / "benchmarks"))
-        from decoder_memory import machine
+        from memory import machine
 
         rows = []
         for family in args.families:

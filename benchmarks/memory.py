@@ -1,4 +1,5 @@
-"""Resident memory of this process, and a thread that records its peak (for the benchmarks)."""
+"""Shared by the benchmarks: resident memory of this process, a thread that records its peak,
+and a description of the machine for result files."""
 
 from __future__ import annotations
 
@@ -28,3 +29,14 @@ class PeakSampler(threading.Thread):
         while self.running:
             self.peak = max(self.peak, rss())
             time.sleep(self.interval)
+
+
+def machine() -> str:
+    """The machine a result was measured on: cores, CPU model, bf16 units, OS."""
+    import platform
+
+    from st_lightning.utils.precision import cpu_has_fast_bf16
+    from st_lightning.utils.record import cpu_name
+
+    units = "with bf16 units" if cpu_has_fast_bf16() else "without bf16 units"
+    return f"{os.cpu_count()} x {cpu_name()} ({units}), {platform.system()}"

@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import random
 import subprocess
 import sys
@@ -39,7 +38,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
-from memory import PeakSampler, rss  # noqa: E402
+from memory import PeakSampler, machine, rss  # noqa: E402
 
 SETTINGS: dict[str, Any] = dict(
     num_negatives=5,
@@ -139,21 +138,6 @@ def agreement(a: Any, b: Any) -> float:
     key = lambda row: tuple(row[c] for c in text)  # noqa: E731
     theirs = {key(r) for r in b.to_list()}
     return sum(key(r) in theirs for r in a.to_list()) / max(len(a), 1)
-
-
-def machine() -> str:
-    cpu = next(
-        (
-            line.split(":", 1)[1].strip()
-            for line in Path("/proc/cpuinfo").read_text().splitlines()
-            if line.startswith("model name")
-        ),
-        platform.processor(),
-    )
-    from st_lightning.utils.precision import cpu_has_fast_bf16
-
-    units = "with bf16 units" if cpu_has_fast_bf16() else "without bf16 units"
-    return f"{os.cpu_count()} x {cpu} ({units}), {platform.system()}"
 
 
 def main() -> None:
