@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import logging
 import os
 from collections.abc import Sequence
@@ -112,6 +113,11 @@ class SentenceEncoder(nn.Module):
         # How the forward runs, not what it computes: not saved with the model.
         self.unpadded = unpadded
         self.attention_tokens = attention_tokens
+        # Decoders build a key/value cache by default; embedding never reads it back, and with
+        # checkpointing transformers would warn in every run before switching it off itself.
+        self.uses_cache = bool(getattr(transformer.config, "use_cache", False)) and (
+            "use_cache" in inspect.signature(base_model(transformer).forward).parameters
+        )
         self.gradient_checkpointing = False
         if gradient_checkpointing:
             self.set_gradient_checkpointing(True)
@@ -243,6 +249,8 @@ class SentenceEncoder(nn.Module):
             checkpoint = self.gradient_checkpointing and self.training and torch.is_grad_enabled()
             backbone = base_model(self.transformer)  # adapters sit inside its linear layers
             return unpadded.bert_token_embeddings(backbone, inputs, budget, checkpoint)
+        if self.uses_cache:
+            inputs["use_cache"] = False  # an embedding needs no key/value cache
         return self.transformer(**inputs, return_dict=True)[0]
 
     def unused_parameters(self) -> list[str]:
