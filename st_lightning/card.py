@@ -42,13 +42,15 @@ class DatasetInfo:
 
     name: str
     source: str
-    rows: int
+    rows: int | None  # None: a streamed dataset of unknown size
     columns: list[str]
     label: str | None
     examples: list[dict[str, Any]] = field(default_factory=list)
     token_lengths: dict[str, dict[str, float]] = field(default_factory=dict)
     loss: str = ""
     loss_config: dict[str, Any] = field(default_factory=dict)
+    streamed: bool = False
+    sampled: int = 0  # rows behind the token statistics
 
 
 @dataclass
@@ -128,7 +130,8 @@ def _package_version(name: str) -> str | None:
 def header(encoder: SentenceEncoder, card: CardData) -> dict[str, Any]:
     """The YAML header: the keys the Hub and sentence-transformers' cards use."""
     tags = ["sentence-transformers", "sentence-similarity", "feature-extraction", "st_lightning"]
-    tags += [f"dataset_size:{sum(d.rows for d in card.datasets)}"] if card.datasets else []
+    sizes = [d.rows for d in card.datasets]
+    tags += [f"dataset_size:{sum(sizes)}"] if sizes and None not in sizes else []  # type: ignore[arg-type]
     tags += sorted({f"loss:{d.loss}" for d in card.datasets if d.loss})
     out: dict[str, Any] = {}
     if card.language:
@@ -173,15 +176,15 @@ def _dataset_section(d: DatasetInfo, kind: str) -> str:
         f"#### {d.name}",
         "",
         f"* Source: `{d.source}`",
-        f"* Size: {d.rows} {kind} samples",
+        f"* Size: {'unknown' if d.rows is None else d.rows} {kind} samples"
+        + (" (streamed while training)" if d.streamed else ""),
         "* Columns: "
         + ", ".join(f"`{c}`" for c in d.columns)
         + (f" and the label `{d.label}`" if d.label else ""),
     ]
     if d.token_lengths:
-        sample = min(d.rows, 1000)
         lines += [
-            f"* Token statistics of the first {sample} samples:",
+            f"* Token statistics of the first {d.sampled} samples:",
             "",
             _table(
                 [[c, s["min"], s["mean"], s["max"]] for c, s in d.token_lengths.items()],

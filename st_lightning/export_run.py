@@ -57,9 +57,37 @@ def dataset_infos(data: Any, model: Any, which: str = "train") -> list[DatasetIn
                 token_lengths=lengths,
                 loss=type(loss).__name__,
                 loss_config=loss.config(),
+                sampled=len(sample),
             )
         )
+    if which == "train":
+        infos += [stream_info(stream, model) for stream in getattr(data, "streams", {}).values()]
     return infos
+
+
+def stream_info(stream: Any, model: Any) -> DatasetInfo:
+    """The card's view of a streamed dataset: its size where known, and its first rows."""
+    tokenizer = model.encoder.tokenizer
+    lengths = {
+        column: token_stats(
+            [len(ids) for ids in tokenizer([r[column] for r in stream.head])["input_ids"]]
+        )
+        for column in stream.inputs
+    }
+    loss = model.loss_for(stream.name)
+    return DatasetInfo(
+        name=stream.name,
+        source=str(stream.source),
+        rows=stream.num_rows,
+        columns=list(stream.inputs),
+        label=stream.label,
+        examples=[{c: row[c] for c in stream.columns} for row in stream.head[:3]],
+        token_lengths=lengths,
+        loss=type(loss).__name__,
+        loss_config=loss.config(),
+        streamed=True,
+        sampled=len(stream.head),
+    )
 
 
 def training_log(record: RunRecord | None, evals: EvaluatorCallback) -> list[dict[str, Any]]:

@@ -27,6 +27,9 @@ class Batch:
     # Row lengths per column, kept on the host: token accounting reads them without waiting
     # for the device.
     lengths: list[list[int]] | None = None
+    # Streamed data: where the batch's reader stands after it (`st_lightning.data.streaming`);
+    # the data module records it when the training loop takes the batch.
+    position: dict[str, Any] | None = None
 
     @property
     def size(self) -> int:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import os
+from collections import deque
 from collections.abc import Callable, Mapping
 from typing import Any, Literal
 
@@ -23,8 +25,9 @@ from st_lightning.data.collate import (
 from st_lightning.data.columns import column_roles, invalid_label_rows, invalid_text_rows
 from st_lightning.data.multi import MultiDatasetSampler, ProportionalSampler
 from st_lightning.data.prompts import resolve_prompts
-from st_lightning.data.samplers import BatchSampler
-from st_lightning.data.sources import DatasetSpec, load_source
+from st_lightning.data.samplers import BatchSampler, NoDuplicatesBatchSampler
+from st_lightning.data.sources import DatasetSpec, is_streaming, load_source, open_stream
+from st_lightning.data.streaming import StepSchedule, StreamingBatches, StreamSource
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +72,11 @@ class EmbeddingDataModule(L.LightningDataModule):
         eval_batch_size: rows per evaluation batch (default `batch_size`). Batches are the
             eval rows in order, each computed whole on one rank, so the value is the same on
             any number of processes.
+        shuffle_buffer: streamed data (a `DatasetSpec` with `streaming=True`): rows read,
+            shuffled and cut into batches at once, per dataset and reader. With any streamed
+            dataset, every training dataset streams (in-memory ones from memory), batches
+            are tokenized in the DataLoader workers, and the run length is
+            `trainer.max_steps` (see `st_lightning.data.streaming`).
     """
 
     def __init__(
@@ -91,6 +99,7 @@ class EmbeddingDataModule(L.LightningDataModule):
         | Dataset
         | None = None,
         eval_batch_size: int | None = None,
+        shuffle_buffer: int = 10000,
     ) -> None:
         super().__init__()
         if not datasets:
@@ -120,6 +129,17 @@ class EmbeddingDataModule(L.LightningDataModule):
         self.eval_tokenized: dict[str, TokenizedDataset] = {}
         self.sampler: MultiDatasetSampler | None = None
         self._pending_state: Mapping[str, Any] | None = None
+        self.streaming = any(is_streaming(spec) for spec in self.specs.values())
+        if shuffle_buffer < batch_size:
+            raise ValueError(
+                f"shuffle_buffer ({shuffle_buffer}) must hold at least a batch ({batch_size})."
+            )
+        self.shuffle_buffer = shuffle_buffer
+        self.streams: dict[str, StreamSource] = {}
+        self.schedule: StepSchedule | None = None
+        # Streamed data: the position of the batches the training loop took, newest last.
+        self._taken: deque[dict[str, Any]] = deque(maxlen=max(num_workers, 1) + 1)
+        self._resume: dict[str, Any] | None = None
 
     # ---- setup -------------------------------------------------------------------------------
     @property
@@ -131,9 +151,12 @@ class EmbeddingDataModule(L.LightningDataModule):
         return self._tokenizer
 
     def setup(self, stage: str | None = None) -> None:
-        if self.tokenized:
+        if self.tokenized or self.streams:
             return
-        self.tokenized, prompts = self.tokenize(self.specs, "")
+        if self.streaming:
+            prompts = self.open_streams()
+        else:
+            self.tokenized, prompts = self.tokenize(self.specs, "")
         self.eval_tokenized, _ = self.tokenize(self.eval_specs, "eval ", prompts)
         collate: dict[str, Any] = dict(
             pad_id=self.tokenizer.pad_token_id or 0,
@@ -143,6 +166,8 @@ class EmbeddingDataModule(L.LightningDataModule):
         self.collator = BatchCollator(self.tokenized, **collate)
         if self.eval_tokenized:
             self.eval_collator = BatchCollator(self.eval_tokenized, **collate)
+        if self.streaming:
+            return
         self.sampler = self.build_sampler()
         if self._pending_state is not None:
             self.sampler.load_state_dict(self._pending_state)
@@ -183,6 +208,65 @@ class EmbeddingDataModule(L.LightningDataModule):
                 name, tokens, roles[name].inputs, roles[name].label, lengths
             )
         return out, prompts
+
+    def open_streams(self) -> Mapping[str, Mapping[str, str]]:
+        """Open every training dataset as a stream and check its first rows (column rules,
+        empty texts, labels) before training; returns the prompts per column."""
+        trainer = getattr(self, "trainer", None)
+        if trainer is not None and (trainer.max_steps is None or trainer.max_steps < 0):
+            raise ValueError(
+                "Streamed datasets have no length, so an epoch has no end: set "
+                "trainer.max_steps (the run length, and the learning-rate schedule's)."
+            )
+        self.no_duplicates = self.stream_batching()
+        if self.num_workers > 0:
+            # Workers are forked after the main process tokenized (evaluation data).
+            os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+        tokenizer = self.tokenizer
+        opened = {name: open_stream(spec, name) for name, spec in self.specs.items()}
+        heads = {name: first_rows(ds, name) for name, (ds, _, _) in opened.items()}
+        roles = {name: column_roles(name, list(head[0])) for name, head in heads.items()}
+        prompts = resolve_prompts(self.prompts, {n: r.inputs for n, r in roles.items()})
+        for name, (ds, num_rows, source) in opened.items():
+            inputs, label = roles[name].inputs, roles[name].label
+            self.drop_invalid(name, Dataset.from_list(heads[name]), inputs, label)
+            col_prompts = tuple(prompts[name].get(c, "") for c in inputs)
+            self.streams[name] = StreamSource(
+                name=name,
+                dataset=ds,
+                inputs=inputs,
+                label=label,
+                prompts=col_prompts,
+                prompt_lengths=tuple(
+                    len(tokenizer(p)["input_ids"]) - 1 if p else 0 for p in col_prompts
+                ),
+                num_rows=num_rows,
+                head=heads[name],
+                source=source,
+            )
+        factory = self.multi_dataset_sampler
+        self.schedule = getattr(factory, "func", factory).for_streams(
+            list(self.streams),
+            {n: s.num_rows for n, s in self.streams.items()},
+            self.seed,
+            **getattr(factory, "keywords", {}),
+        )
+        return prompts
+
+    def stream_batching(self) -> bool:
+        """Whether streamed batches must not repeat a text; a batch sampler that needs the
+        whole dataset (grouping by label, a custom one) cannot batch a stream."""
+        factory = getattr(self.batch_sampler, "func", self.batch_sampler)
+        if isinstance(factory, type) and issubclass(factory, NoDuplicatesBatchSampler):
+            return True
+        if factory is BatchSampler:
+            return False
+        raise ValueError(
+            f"{getattr(factory, '__name__', factory)} cannot batch streamed data: it needs "
+            "every row of a dataset at once. Streaming batches shuffled rows "
+            "(data.batch_sampler=BatchSampler) or no-duplicates batches "
+            "(NoDuplicatesBatchSampler); or load the dataset into memory (streaming=false)."
+        )
 
     def eval_batches(self, rank: int = 0, world_size: int = 1) -> list[tuple[Batch, float]]:
         """This rank's evaluation batches, with their weights. Every dataset's rows are cut
@@ -263,6 +347,13 @@ class EmbeddingDataModule(L.LightningDataModule):
                 f"{sorted(self.specs)}; give exactly one loss per dataset name."
             )
         self.setup()
+        for name, stream in self.streams.items():
+            losses[name].check_columns(name, stream.inputs, stream.label)
+            if stream.label is not None:
+                values = [row[stream.label] for row in stream.head]
+                losses[name].check_labels(name, torch.tensor(values))
+            if embedding_dimension is not None:
+                losses[name].check_embedding_dimension(embedding_dimension)
         for name, data in [*self.tokenized.items(), *self.eval_tokenized.items()]:
             loss = losses[name]
             loss.check_columns(name, data.inputs, data.label)
@@ -278,13 +369,18 @@ class EmbeddingDataModule(L.LightningDataModule):
         incomplete global batches), and Lightning takes the epoch's length from `len()` of
         this loader, so it is computed for the epoch about to run."""
         self.setup()
+        if self.streaming:
+            return self.loader(self.stream_batches())
         assert self.sampler is not None
         trainer = getattr(self, "trainer", None)
         if trainer is not None:
             self.sampler.set_epoch(trainer.current_epoch)
+        return self.loader(self.collator, self.sampler)
+
+    def loader(self, dataset: Any, sampler: Any = None) -> DataLoader:
         return DataLoader(
-            self.collator,  # type: ignore[arg-type]
-            sampler=self.sampler,  # type: ignore[arg-type]
+            dataset,
+            sampler=sampler,
             batch_size=None,
             collate_fn=identity,  # type: ignore[arg-type]
             num_workers=self.num_workers,
@@ -295,24 +391,116 @@ class EmbeddingDataModule(L.LightningDataModule):
             generator=torch.Generator().manual_seed(self.seed),
         )
 
+    def stream_batches(self) -> StreamingBatches:
+        rank, world_size = self.world()
+        readers = max(self.num_workers, 1)
+        resume = self._resume
+        if resume is not None and (resume["readers_per_rank"], resume["world_size"]) != (
+            readers,
+            world_size,
+        ):
+            raise ValueError(
+                f"The checkpoint streamed with {resume['world_size']} rank(s) x "
+                f"{resume['readers_per_rank']} reader(s) (data.num_workers, 0 counting as 1), "
+                f"this run has {world_size} x {readers}; resume with the same numbers."
+            )
+        return StreamingBatches(
+            list(self.streams.values()),
+            self.schedule,  # type: ignore[arg-type]
+            tokenizer=self.tokenizer,
+            max_length=self.max_seq_length or min(self.tokenizer.model_max_length, 512),
+            pad_id=self.tokenizer.pad_token_id or 0,
+            token_type_ids="token_type_ids" in self.tokenizer.model_input_names,
+            batch_size=self.batch_size,
+            shuffle_buffer=self.shuffle_buffer,
+            seed=self.seed,
+            rank=rank,
+            world_size=world_size,
+            num_workers=self.num_workers,
+            no_duplicates=self.no_duplicates,
+            on_invalid=self.on_invalid,
+            with_texts=self.with_texts,
+            resume=resume,
+        )
+
+    def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """Streamed data: note the position of each batch the training loop takes."""
+        if isinstance(batch, Batch) and batch.position is not None:
+            self._taken.append(batch.position)
+            batch.position = None
+        return batch
+
     def state_dict(self) -> dict[str, Any]:
         """The sampler's epoch and position. Inside a Trainer, the position is the number of
-        batches the training loop has processed (DataLoader prefetching runs ahead of it)."""
+        batches the training loop has processed (DataLoader prefetching runs ahead of it).
+        Streamed data: that position and, per reader, the position of its last batch before
+        it (what `StreamingBatches` continues from)."""
+        trainer = getattr(self, "trainer", None)
+        if self.streaming:
+            return self.stream_state(trainer)
         if self.sampler is None:
             return {}
         state = self.sampler.state_dict()
-        trainer = getattr(self, "trainer", None)
         if trainer is not None:
             progress = trainer.fit_loop.epoch_loop.batch_progress.current
             state["epoch"] = trainer.current_epoch
             state["position"] = int(progress.processed)
         return state
 
+    def stream_state(self, trainer: Any) -> dict[str, Any]:
+        if not self._taken and self._resume is None:
+            return {}
+        if trainer is not None:
+            position = int(trainer.fit_loop.epoch_loop.batch_progress.current.processed)
+        else:
+            position = self._taken[-1]["step"] + 1
+        readers = dict(self._resume["readers"]) if self._resume else {}
+        for taken in self._taken:  # oldest first: a reader's newest batch wins
+            if taken["step"] < position:
+                readers[str(taken["reader"])] = taken["streams"]
+        rank_world = self.world()
+        return {
+            "streaming": True,
+            "position": position,
+            "readers": readers,
+            "readers_per_rank": max(self.num_workers, 1),
+            "world_size": rank_world[1],
+            "seed": self.seed,
+        }
+
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        if bool(state_dict.get("streaming")) != self.streaming:
+            raise ValueError(
+                "The checkpoint's training data "
+                + ("streamed" if state_dict.get("streaming") else "was loaded into memory")
+                + " and this run's "
+                + ("streams" if self.streaming else "is loaded into memory")
+                + "; resume with the same data settings."
+            )
+        if self.streaming:
+            if state_dict.get("seed", self.seed) != self.seed:
+                raise ValueError(
+                    f"The checkpoint streamed with seed {state_dict['seed']}, this run uses "
+                    f"{self.seed}; resume with the same seed."
+                )
+            self._resume = dict(state_dict)
+            return
         if self.sampler is not None:
             self.sampler.load_state_dict(state_dict)
         else:
             self._pending_state = state_dict
+
+
+HEAD_ROWS = 256  # first rows of a stream checked before training
+
+
+def first_rows(ds: Any, name: str) -> list[dict[str, Any]]:
+    """The first rows of a stream (read once in the main process), as dicts."""
+    chunk = next(iter(ds.iter(batch_size=HEAD_ROWS)), None)
+    if not chunk or not next(iter(chunk.values()), None):
+        raise ValueError(f"Dataset {name!r} streams no rows; check its path, split and files.")
+    columns = list(chunk)
+    return [dict(zip(columns, values, strict=True)) for values in zip(*chunk.values(), strict=True)]
 
 
 def eval_specs(

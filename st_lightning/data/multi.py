@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 
 from st_lightning.data.samplers import BatchSampler
+from st_lightning.data.streaming import StepSchedule
 
 
 class MultiDatasetSampler:
@@ -87,6 +88,17 @@ class MultiDatasetSampler:
     def counts(self) -> list[int]:
         return [len(self.samplers[n]) for n in self.names]
 
+    @classmethod
+    def for_streams(
+        cls, names: list[str], sizes: Mapping[str, int | None], seed: int, **settings: Any
+    ) -> StepSchedule:
+        """The step schedule this mixing gives streamed datasets, which have no batch lists
+        (only this class's rule of choosing a dataset per step)."""
+        raise ValueError(
+            f"{cls.__name__} cannot mix streaming datasets; use data/sampler=proportional, "
+            "round_robin or temperature (or WeightedSampler with weights)."
+        )
+
 
 class ProportionalSampler(MultiDatasetSampler):
     """Every batch of every dataset once per epoch, in a shuffled order: larger datasets are
@@ -96,6 +108,30 @@ class ProportionalSampler(MultiDatasetSampler):
         steps = np.repeat(np.arange(len(self.names)), self.counts())
         return self.rng().permutation(steps).tolist()
 
+    @classmethod
+    def for_streams(
+        cls, names: list[str], sizes: Mapping[str, int | None], seed: int, **settings: Any
+    ) -> StepSchedule:
+        # Each step draws a dataset with probability proportional to its rows.
+        return StepSchedule(len(names), stream_probabilities(names, sizes, 1.0), seed)
+
+
+def stream_probabilities(
+    names: list[str], sizes: Mapping[str, int | None], temperature: float
+) -> np.ndarray | None:
+    """size^(1/T), normalised; every streamed dataset needs a known size."""
+    if len(names) == 1:
+        return None
+    unknown = [n for n in names if not sizes.get(n)]
+    if unknown:
+        raise ValueError(
+            f"Streaming datasets {unknown} have no known number of rows, which mixing by size "
+            "needs: give num_rows in their specs, or mix with weights "
+            "(data.multi_dataset_sampler.weights={name: weight, ...})."
+        )
+    raw = np.array([float(sizes[n]) for n in names]) ** (1.0 / temperature)  # type: ignore[arg-type]
+    return raw / raw.sum()
+
 
 class RoundRobinSampler(MultiDatasetSampler):
     """Datasets in turn, until the one with the fewest batches runs out: equal steps per
@@ -103,6 +139,32 @@ class RoundRobinSampler(MultiDatasetSampler):
 
     def schedule(self) -> list[int]:
         return list(range(len(self.names))) * min(self.counts())
+
+    @classmethod
+    def for_streams(
+        cls, names: list[str], sizes: Mapping[str, int | None], seed: int, **settings: Any
+    ) -> StepSchedule:
+        # Datasets in turn; a stream that runs out starts its next pass (no epoch to end).
+        return StepSchedule(len(names), None, seed)
+
+
+def check_mixing(
+    names: list[str], weights: Mapping[str, float] | None, temperature: float | None
+) -> None:
+    """Exactly one of weights (one per dataset, >= 0, not all 0) and temperature (> 0)."""
+    if (weights is None) == (temperature is None):
+        raise ValueError("WeightedSampler needs exactly one of `weights` and `temperature`.")
+    if weights is not None:
+        unknown = set(weights) ^ set(names)
+        if unknown:
+            raise ValueError(
+                f"weights must name each dataset once: {sorted(unknown)} do not match "
+                f"the datasets {names}."
+            )
+        if any(w < 0 for w in weights.values()) or not sum(weights.values()) > 0:
+            raise ValueError(f"weights must be >= 0 and not all 0, got {dict(weights)}.")
+    if temperature is not None and not temperature > 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}.")
 
 
 class WeightedSampler(MultiDatasetSampler):
@@ -127,19 +189,7 @@ class WeightedSampler(MultiDatasetSampler):
         steps_per_epoch: int | None = None,
     ) -> None:
         super().__init__(samplers, offsets, seed)
-        if (weights is None) == (temperature is None):
-            raise ValueError("WeightedSampler needs exactly one of `weights` and `temperature`.")
-        if weights is not None:
-            unknown = set(weights) ^ set(self.names)
-            if unknown:
-                raise ValueError(
-                    f"weights must name each dataset once: {sorted(unknown)} do not match "
-                    f"the datasets {self.names}."
-                )
-            if any(w < 0 for w in weights.values()) or not sum(weights.values()) > 0:
-                raise ValueError(f"weights must be >= 0 and not all 0, got {dict(weights)}.")
-        if temperature is not None and not temperature > 0:
-            raise ValueError(f"temperature must be > 0, got {temperature}.")
+        check_mixing(self.names, weights, temperature)
         self.weights = dict(weights) if weights is not None else None
         self.temperature = temperature
         self.steps_per_epoch = steps_per_epoch
@@ -151,6 +201,22 @@ class WeightedSampler(MultiDatasetSampler):
             sizes = np.array([self.samplers[n].num_rows for n in self.names], dtype=float)
             raw = sizes ** (1.0 / float(self.temperature))  # type: ignore[arg-type]
         return raw / raw.sum()
+
+    @classmethod
+    def for_streams(
+        cls, names: list[str], sizes: Mapping[str, int | None], seed: int, **settings: Any
+    ) -> StepSchedule:
+        weights, temperature = settings.get("weights"), settings.get("temperature")
+        if settings.get("steps_per_epoch") is not None:
+            raise ValueError(
+                "WeightedSampler steps_per_epoch has no meaning for streaming data (the stream "
+                "has no epochs); remove it and set the run length with trainer.max_steps."
+            )
+        check_mixing(names, weights, temperature)
+        if weights is None:
+            return StepSchedule(len(names), stream_probabilities(names, sizes, temperature), seed)
+        raw = np.array([float(weights[n]) for n in names])
+        return StepSchedule(len(names), raw / raw.sum(), seed)
 
     def schedule(self) -> list[int]:
         total = self.steps_per_epoch or sum(self.counts())

@@ -100,6 +100,15 @@ class ProgressBar(TQDMProgressBar):
     """Lightning's tqdm bar (steps, elapsed and remaining time) showing the loss and samples/s
     under short names, without the logger version number."""
 
+    @property
+    def total_train_batches(self) -> int | float:
+        # Streamed data has no epoch length; the run's length is then max_steps.
+        total = super().total_train_batches
+        max_steps = self.trainer.max_steps
+        if total == float("inf") and max_steps is not None and max_steps > 0:
+            return max_steps
+        return total
+
     def get_metrics(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, Any]:
         metrics = super().get_metrics(trainer, pl_module)
         metrics.pop("v_num", None)
