@@ -67,11 +67,15 @@ def dataset_infos(data: Any, model: Any, which: str = "train") -> list[DatasetIn
 
 def stream_info(stream: Any, model: Any) -> DatasetInfo:
     """The card's view of a streamed dataset: its size where known, and its first rows."""
-    tokenizer = model.encoder.tokenizer
+    encoder = model.encoder
+
+    def ids(texts: list[str]) -> list[list[int]]:
+        return encoder.tokenizer(texts, truncation=True, max_length=encoder.max_seq_length)[
+            "input_ids"
+        ]
+
     lengths = {
-        column: token_stats(
-            [len(ids) for ids in tokenizer([r[column] for r in stream.head])["input_ids"]]
-        )
+        column: token_stats([len(x) for x in ids([r[column] for r in stream.head])])
         for column in stream.inputs
     }
     loss = model.loss_for(stream.name)

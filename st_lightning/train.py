@@ -56,7 +56,9 @@ def build_run(cfg: DictConfig) -> Run:
     L.seed_everything(cfg.seed, workers=True)
 
     encoder = instantiate(cfg.model.encoder)
-    losses = instantiate_named(cfg.losses)
+    # `shared_loss`: one loss for every dataset (a mix of many), else one per dataset name.
+    shared = cfg.get("shared_loss")
+    losses = instantiate(shared) if shared is not None else instantiate_named(cfg.losses)
     model_cfg = OmegaConf.masked_copy(cfg.model, [k for k in cfg.model if k != "encoder"])
     module = instantiate(model_cfg, encoder=encoder, losses=losses, _convert_="all")
     data = instantiate(
