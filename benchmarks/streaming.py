@@ -8,11 +8,13 @@ Two parts, each in fresh processes:
   `--batch-size`, `--workers` DataLoader workers reading and tokenizing). The resident memory of the
   training process and its workers together is sampled every second; the result says whether
   it stays flat (after the first minute, within 10% of its value at the end) and the rows/s.
+- **reader**: the rows/s one reader (one DataLoader worker) delivers on one core, with
+  all-MiniLM-L6-v2's tokenizer at max length 128: how many workers a GPU's rate needs.
 - **nli**: all-MiniLM-L6-v2 with MNRL on the bundled NLI triplets (batch 64, bf16 where the
   CPU has bf16 units, as `make train`), in memory and streamed, alternating A B A B; samples/s
   of the steps after the first `--warmup`, and the ratio streamed / in-memory.
 
-    python benchmarks/streaming.py [--rows 10000000] [--nli-steps 30] [--only scale|nli]
+    python benchmarks/streaming.py [--rows 10000000] [--nli-steps 30] [--only scale|reader|nli]
 
 Writes benchmarks/results/streaming.{json,md}.
 """
@@ -121,6 +123,32 @@ def scale_run(folder: str, rows: int, batch: int, workers: int, out: str) -> Non
     Path(out, "steps.json").write_text(
         json.dumps({"steps": steps, "start": start, "times": times, "batch": batch})
     )
+
+
+def reader_rate(folder: Path, batches: int) -> dict:
+    """Rows/s of one reader (read, check, shuffle, tokenize with all-MiniLM-L6-v2's tokenizer at
+    max length 128, pad) in this process, on one core: what a DataLoader worker delivers."""
+    import torch
+
+    from st_lightning.data import DatasetSpec, EmbeddingDataModule, NoDuplicatesBatchSampler
+
+    torch.set_num_threads(1)
+    data = EmbeddingDataModule(
+        {"pairs": DatasetSpec(f"{folder}/*.parquet", streaming=True)},
+        tokenizer="sentence-transformers/all-MiniLM-L6-v2",
+        batch_size=128,
+        batch_sampler=NoDuplicatesBatchSampler,
+        max_seq_length=128,
+    )
+    data.setup()
+    it = iter(data.train_dataloader())
+    for _ in range(10):
+        next(it)
+    start = time.perf_counter()
+    for _ in range(batches):
+        next(it)
+    seconds = time.perf_counter() - start
+    return {"batches": batches, "batch_size": 128, "rows_per_s": round(batches * 128 / seconds)}
 
 
 def nli_run(streaming: bool, steps: int, warmup: int, workers: int, out: str) -> None:
@@ -268,6 +296,16 @@ def render(results: dict) -> str:
             + (" |" if s["rss_mb"] else ""),
             "",
         ]
+    if "reader" in results:
+        r = results["reader"]
+        lines += [
+            "## One reader (a DataLoader worker) on one core",
+            "",
+            "Read, check, shuffle, no-duplicates batching, all-MiniLM-L6-v2's tokenizer at max "
+            f"length 128, padding: **{r['rows_per_s']:,} rows/s** ({r['batches']} batches of "
+            f"{r['batch_size']} generated pairs).",
+            "",
+        ]
     if "nli" in results:
         n = results["nli"]
         lines += [
@@ -306,7 +344,7 @@ def main() -> None:
     parser.add_argument("--nli-steps", type=int, default=30)
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--repeats", type=int, default=2)
-    parser.add_argument("--only", choices=["scale", "nli"])
+    parser.add_argument("--only", choices=["scale", "reader", "nli"])
     parser.add_argument("--work", default="/tmp/st_lightning_streaming_bench")
     parser.add_argument("--out", default=str(ROOT / "benchmarks/results/streaming"))
     args = parser.parse_args()
@@ -315,9 +353,12 @@ def main() -> None:
     out = Path(args.out)
     if out.with_suffix(".json").exists():  # one part at a time keeps the other's results
         previous = json.loads(out.with_suffix(".json").read_text())
-        results.update({k: v for k, v in previous.items() if k in ("scale", "nli")})
+        results.update({k: v for k, v in previous.items() if k in ("scale", "reader", "nli")})
     if args.only in (None, "scale"):
         results["scale"] = scale(args, work)
+    if args.only in (None, "reader"):
+        generate(work / "shards", args.rows, args.shards)
+        results["reader"] = reader_rate(work / "shards", 400)
     if args.only in (None, "nli"):
         results["nli"] = nli(args, work)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -54,6 +54,12 @@ def check_config(cfg: DictConfig) -> None:
         problems.append(f"seed must be int, got {seed!r} ({type(seed).__name__})")
     problems += check_monitors(cfg)
     problems += check_wandb_artifact(cfg)
+    problems += check_streaming(cfg)
+    if _value(cfg, "shared_loss", None) is not None and _value(cfg, "losses", None):
+        problems.append(
+            "both shared_loss (one loss for every dataset) and losses (one per dataset) are "
+            "set; keep one of them"
+        )
     if problems:
         listing = "\n".join(f"  - {p}" for p in problems)
         raise ValueError(
@@ -211,6 +217,25 @@ def check_required_trainer(cfg: DictConfig) -> list[str]:
                 "samplers shard batches by rank and may change an epoch's length)"
             )
     return problems
+
+
+def check_streaming(cfg: DictConfig) -> list[str]:
+    """Streamed datasets have no epoch length: the run length must be trainer.max_steps."""
+    datasets = OmegaConf.select(cfg, "data.datasets", default=None) or {}
+    streamed = [
+        str(name)
+        for name, node in datasets.items()
+        if isinstance(node, DictConfig) and _value(node, "streaming", False) is True
+    ]
+    if OmegaConf.select(cfg, "data.streaming", default=False) is True:
+        streamed = [str(name) for name in datasets]
+    max_steps = OmegaConf.select(cfg, "trainer.max_steps", default=-1)
+    if streamed and isinstance(max_steps, int) and max_steps < 0:
+        return [
+            f"datasets {streamed} stream (streaming=true), and a stream has no epoch length: "
+            "set trainer.max_steps (the run length, and the learning-rate schedule's)"
+        ]
+    return []
 
 
 def check_wandb_artifact(cfg: DictConfig) -> list[str]:

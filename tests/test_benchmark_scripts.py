@@ -61,3 +61,19 @@ def test_decoder_memory_benchmark_runs_a_variant():
     lora = 16 * 14 * (2 * (768 + 768) + 2 * (768 + 256))
     assert row["parameters"] > 100e6 and row["trainable_parameters"] == lora == 1_146_880
     assert row["samples_per_second"] > 0 and row["peak_memory_above_model_mb"] > 0
+
+
+@pytest.mark.slow
+def test_streaming_benchmark_runs_its_scale_and_reader_parts(tmp_path):
+    out = tmp_path / "streaming"
+    for part in ("scale", "reader"):
+        proc = subprocess.run(
+            [sys.executable, "benchmarks/streaming.py", "--only", part, "--rows", "6000",
+             "--shards", "3", "--batch-size", "64", "--work", str(tmp_path), "--out", str(out)],
+            cwd=REPO, env=run_env(REPO), capture_output=True, text=True, timeout=600,
+        )  # fmt: skip
+        assert proc.returncode == 0, proc.stderr[-3000:]
+    results = json.loads(out.with_suffix(".json").read_text())
+    assert results["scale"]["rows_streamed"] == 6000 // 64 * 64
+    assert results["scale"]["rss_mb"] and results["reader"]["rows_per_s"] > 0
+    assert "rows/s" in out.with_suffix(".md").read_text()

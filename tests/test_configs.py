@@ -59,7 +59,10 @@ def check_binds(cfg: DictConfig) -> int:
 @pytest.mark.parametrize("name", EXPERIMENTS)
 def test_experiment_composes_and_binds(name):
     cfg = compose_cfg([f"+experiment={name}"])
-    assert set(cfg.losses) == set(cfg.data.datasets), "one loss per dataset"
+    if cfg.shared_loss is None:
+        assert set(cfg.losses) == set(cfg.data.datasets), "one loss per dataset"
+    else:
+        assert not cfg.losses, "one loss for all datasets, or one per dataset: not both"
     evaluators = {k for k, v in cfg.evaluator.items() if v is not None}
     for cb in cfg.callbacks.values():
         monitor = cb.get("monitor") if cb is not None else None

@@ -77,6 +77,7 @@ class EmbeddingDataModule(L.LightningDataModule):
             dataset, every training dataset streams (in-memory ones from memory), batches
             are tokenized in the DataLoader workers, and the run length is
             `trainer.max_steps` (see `st_lightning.data.streaming`).
+        streaming: stream every training dataset (as if each spec said `streaming=True`).
     """
 
     def __init__(
@@ -100,6 +101,7 @@ class EmbeddingDataModule(L.LightningDataModule):
         | None = None,
         eval_batch_size: int | None = None,
         shuffle_buffer: int = 10000,
+        streaming: bool = False,
     ) -> None:
         super().__init__()
         if not datasets:
@@ -129,7 +131,7 @@ class EmbeddingDataModule(L.LightningDataModule):
         self.eval_tokenized: dict[str, TokenizedDataset] = {}
         self.sampler: MultiDatasetSampler | None = None
         self._pending_state: Mapping[str, Any] | None = None
-        self.streaming = any(is_streaming(spec) for spec in self.specs.values())
+        self.streaming = streaming or any(is_streaming(spec) for spec in self.specs.values())
         if shuffle_buffer < batch_size:
             raise ValueError(
                 f"shuffle_buffer ({shuffle_buffer}) must hold at least a batch ({batch_size})."

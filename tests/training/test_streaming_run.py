@@ -8,12 +8,14 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
-from conftest import REPO, compose_cfg, run_cfg
+from conftest import MINILM, REPO, compose_cfg, run_cfg
 from dist_helpers import assert_same_weights, losses_by_step, run_env, stop_when
 
+from st_lightning.data import DatasetSpec, EmbeddingDataModule
 from st_lightning.train import train
 
 STEPS = 12  # 48 rows, 2 readers with 24 each, batches of 8: passes end at steps 6 and 12
@@ -21,8 +23,8 @@ STREAM = [
     "+experiment=smoke",
     "evaluator=[]",
     "+data.datasets.nli.streaming=true",
-    "+data.num_workers=2",
-    "+data.shuffle_buffer=16",
+    "data.num_workers=2",
+    "data.shuffle_buffer=16",
     "data.batch_sampler._target_=st_lightning.data.BatchSampler",
 ]
 BASE = [
@@ -144,7 +146,16 @@ def test_the_replication_recipe_runs_offline_on_its_stand_in(tmp_path):
 
 
 def test_streaming_without_max_steps_is_refused(tmp_path):
+    # Refused with the config check, before any model or data loads ...
     cfg = run_cfg(tmp_path, [*STREAM, "trainer.max_steps=-1"])
-    with pytest.raises(ValueError, match="set trainer.max_steps"):
+    with pytest.raises(ValueError, match=r"datasets \['nli'\] stream .*set trainer.max_steps"):
         train(cfg)
     assert not (tmp_path / "final").exists()
+    # ... and by the data module itself, for runs built in Python.
+    dm = EmbeddingDataModule(
+        {"nli": DatasetSpec(str(REPO / "tests/assets/tiny_nli.jsonl"), streaming=True)},
+        tokenizer=MINILM,
+    )
+    dm.trainer = SimpleNamespace(max_steps=-1)  # type: ignore[assignment]
+    with pytest.raises(ValueError, match="set trainer.max_steps"):
+        dm.setup()
