@@ -246,7 +246,7 @@ class EmbeddingDataModule(L.LightningDataModule):
                 head=heads[name],
                 source=source,
             )
-        factory = self.multi_dataset_sampler
+        factory: Any = self.multi_dataset_sampler
         self.schedule = getattr(factory, "func", factory).for_streams(
             list(self.streams),
             {n: s.num_rows for n, s in self.streams.items()},

@@ -214,7 +214,8 @@ class WeightedSampler(MultiDatasetSampler):
             )
         check_mixing(names, weights, temperature)
         if weights is None:
-            return StepSchedule(len(names), stream_probabilities(names, sizes, temperature), seed)
+            probabilities = stream_probabilities(names, sizes, float(temperature))  # type: ignore[arg-type]
+            return StepSchedule(len(names), probabilities, seed)
         raw = np.array([float(weights[n]) for n in names])
         return StepSchedule(len(names), raw / raw.sum(), seed)
 

@@ -228,8 +228,8 @@ def _open(spec: DatasetSpec, dataset: str) -> tuple[IterableDataset, int | None]
     where = str(path) if local else spec.path
     try:
         builder = load_dataset_builder(where, spec.name, **kwargs)
-        files = (builder.config.data_files or {}).get(spec.split)
-        if files is not None and len(files) == 0:
+        split_files: Any = (builder.config.data_files or {}).get(spec.split)
+        if split_files is not None and len(split_files) == 0:
             raise ValueError("its split has no data files")
         ds = load_dataset(where, spec.name, split=spec.split, streaming=True, **kwargs)
     except Exception as err:  # noqa: BLE001 - datasets raises many kinds; all end here
@@ -246,8 +246,8 @@ def _open(spec: DatasetSpec, dataset: str) -> tuple[IterableDataset, int | None]
         ) from err
     splits = builder.info.splits or {}
     rows = splits[spec.split].num_examples if spec.split in splits else None
-    if not rows and files:
-        rows = _counted_rows([str(f) for f in files])
+    if not rows and split_files:
+        rows = _counted_rows([str(f) for f in split_files])
     return ds, rows or None
 
 

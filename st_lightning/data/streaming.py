@@ -69,7 +69,7 @@ class StepSchedule:
     rank and every reader, and after a resume. `probabilities` draws at random (weighted or
     temperature mixing); None takes the datasets in turn."""
 
-    def __init__(self, count: int, probabilities: Sequence[float] | None, seed: int) -> None:
+    def __init__(self, count: int, probabilities: Any, seed: int) -> None:
         self.count = count
         self.probabilities = None if probabilities is None else np.asarray(probabilities)
         self.seed = seed
@@ -389,5 +389,5 @@ class StreamingBatches(torch.utils.data.IterableDataset):
             if length:
                 f["prompt_length"] = int(length)
         labels = torch.tensor([row[source.label] for row in rows]) if source.label else None
-        texts = [[row[c] for row in rows] for c in source.inputs] if self.with_texts else None
-        return Batch(source.name, features, labels, texts, lengths)
+        raw = [[row[c] for row in rows] for c in source.inputs] if self.with_texts else None
+        return Batch(source.name, features, labels, raw, lengths)

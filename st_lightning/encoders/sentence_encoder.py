@@ -250,7 +250,7 @@ class SentenceEncoder(nn.Module):
             backbone = base_model(self.transformer)  # adapters sit inside its linear layers
             return unpadded.bert_token_embeddings(backbone, inputs, budget, checkpoint)
         if self.uses_cache:
-            inputs["use_cache"] = False  # an embedding needs no key/value cache
+            inputs["use_cache"] = False  # type: ignore[assignment]  # no key/value cache for embeddings
         return self.transformer(**inputs, return_dict=True)[0]
 
     def unused_parameters(self) -> list[str]:
