@@ -78,6 +78,28 @@ def generate(folder: Path, rows: int, shards: int) -> None:
         pq.write_table(pa.table(cols), folder / f"part-{s:04d}.parquet", row_group_size=50_000)
 
 
+def timed_fit(module, data, out: str, steps: int, precision: str) -> list[float]:
+    """Train `steps` steps with the run builder (no checkpoints, no progress bar); returns the
+    time at the end of each step."""
+    import lightning as L
+
+    from st_lightning.run import build
+
+    times: list[float] = []
+
+    class Clock(L.Callback):
+        def on_train_batch_end(self, trainer, *args):
+            times.append(time.perf_counter())
+
+    run = build(
+        module, data, out, callbacks=[Clock()], max_steps=steps, max_epochs=-1,
+        enable_progress_bar=False, enable_checkpointing=False, precision=precision,
+        log_every_n_steps=1000,
+    )  # fmt: skip
+    run.fit()
+    return times
+
+
 def scale_run(folder: str, rows: int, batch: int, workers: int, out: str) -> None:
     """(In a child process.) Stream `rows` rows once through training a tiny model."""
     import torch
@@ -86,7 +108,6 @@ def scale_run(folder: str, rows: int, batch: int, workers: int, out: str) -> Non
     from st_lightning.data import DatasetSpec, EmbeddingDataModule
     from st_lightning.encoders import tiny_encoder
     from st_lightning.module import EmbeddingModule
-    from st_lightning.run import build
 
     torch.manual_seed(0)
     # The smallest BERT that trains (1 layer, hidden 16), padded forward (faster than the
@@ -107,19 +128,8 @@ def scale_run(folder: str, rows: int, batch: int, workers: int, out: str) -> Non
         encoder, {"pairs": losses.MultipleNegativesRankingLoss()}, lr=1e-3, warmup_ratio=0.0
     )
     steps = rows // batch
-    times: list[float] = []
-
-    class Clock(__import__("lightning").Callback):
-        def on_train_batch_end(self, trainer, *args):
-            times.append(time.perf_counter())
-
-    run = build(
-        module, data, out, callbacks=[Clock()], max_steps=steps, max_epochs=-1,
-        enable_progress_bar=False, enable_checkpointing=False,
-        precision="32-true", log_every_n_steps=1000,
-    )  # fmt: skip
     start = time.perf_counter()
-    run.fit()
+    times = timed_fit(module, data, out, steps, "32-true")
     Path(out, "steps.json").write_text(
         json.dumps({"steps": steps, "start": start, "times": times, "batch": batch})
     )
@@ -153,14 +163,12 @@ def reader_rate(folder: Path, batches: int) -> dict:
 
 def nli_run(streaming: bool, steps: int, warmup: int, workers: int, out: str) -> None:
     """(In a child process.) all-MiniLM-L6-v2 on the NLI triplets, in memory or streamed."""
-    import lightning as L
     import torch
 
     from st_lightning import losses
     from st_lightning.data import DatasetSpec, EmbeddingDataModule, NoDuplicatesBatchSampler
     from st_lightning.encoders import SentenceEncoder
     from st_lightning.module import EmbeddingModule
-    from st_lightning.run import build
 
     torch.manual_seed(0)
     encoder = SentenceEncoder.from_pretrained("sentence-transformers/all-MiniLM-L6-v2")
@@ -173,18 +181,7 @@ def nli_run(streaming: bool, steps: int, warmup: int, workers: int, out: str) ->
         num_workers=workers if streaming else 0,
     )
     module = EmbeddingModule(encoder, {"nli": losses.MultipleNegativesRankingLoss()}, lr=5e-5)
-    times: list[float] = []
-
-    class Clock(L.Callback):
-        def on_train_batch_end(self, trainer, *args):
-            times.append(time.perf_counter())
-
-    run = build(
-        module, data, out, callbacks=[Clock()], max_steps=steps, max_epochs=-1,
-        enable_progress_bar=False, enable_checkpointing=False,
-        precision="auto", log_every_n_steps=1000,
-    )  # fmt: skip
-    run.fit()
+    times = timed_fit(module, data, out, steps, "auto")
     measured = times[warmup:]
     rate = 64 * (len(measured) - 1) / (measured[-1] - measured[0])
     Path(out, "rate.json").write_text(json.dumps({"samples_per_s": rate}))

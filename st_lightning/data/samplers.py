@@ -11,11 +11,13 @@ for the next epoch, and the count is logged.
 from __future__ import annotations
 
 import logging
-from collections.abc import Hashable, Iterator, Sequence
+from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
+from typing import TypeVar
 
 import numpy as np
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 class BatchSampler:
@@ -123,40 +125,55 @@ class NoDuplicatesBatchSampler(BatchSampler):
         if self.keys is None:
             raise ValueError("NoDuplicatesBatchSampler needs the texts of each row (keys).")
         size = self.batch_size * self.world_size
-        batches: list[list[int]] = []
-        current: list[int] = []
-        seen: set[Hashable] = set()
-
-        def fill(rows: list[int]) -> list[int]:
-            """Add the rows that fit into the open batch; return the others, in order."""
-            rest = []
-            for row in rows:
-                texts = self._texts(row)
-                if len(current) < size and seen.isdisjoint(texts):
-                    current.append(row)
-                    seen.update(texts)
-                else:
-                    rest.append(row)
-            return rest
-
-        waiting: list[int] = []
-        for row in self.rng().permutation(self.num_rows).tolist():
-            waiting += fill([row])
-            while len(current) == size:
-                batches.append(current)
-                current, seen = [], set()
-                waiting = fill(waiting)  # rows that waited go first into the next batch
-        while waiting:  # only rows that repeat each other's texts are left
-            waiting = fill(waiting)
-            batches.append(current)
-            current, seen = [], set()
-        if current:
-            batches.append(current)
+        order = self.rng().permutation(self.num_rows).tolist()
+        batches, _ = batches_without_repeats(order, self._texts, size, finish=True)
         return batches
 
     def _texts(self, row: int) -> set[Hashable]:
         key = self.keys[row]  # type: ignore[index]
         return set(key) if isinstance(key, tuple) else {key}
+
+
+def batches_without_repeats(
+    items: Iterable[T], texts: Callable[[T], set[Hashable]], size: int, finish: bool
+) -> tuple[list[list[T]], list[T]]:
+    """Items in order into batches of `size` in which no text repeats: an item that would
+    repeat a text of the open batch waits, and waiting items go first into the next batch.
+    Linear in the number of items. `finish`: also batch what is left (only items that repeat
+    each other's texts, in smaller batches) and return no rest; otherwise return the open
+    batch and the waiting items as the rest (a stream's next block takes them first)."""
+    batches: list[list[T]] = []
+    current: list[T] = []
+    seen: set[Hashable] = set()
+
+    def fill(rows: list[T]) -> list[T]:
+        """Add the rows that fit into the open batch; return the others, in order."""
+        rest = []
+        for row in rows:
+            row_texts = texts(row)
+            if len(current) < size and seen.isdisjoint(row_texts):
+                current.append(row)
+                seen.update(row_texts)
+            else:
+                rest.append(row)
+        return rest
+
+    waiting: list[T] = []
+    for item in items:
+        waiting += fill([item])
+        while len(current) == size:
+            batches.append(current)
+            current, seen = [], set()
+            waiting = fill(waiting)  # rows that waited go first into the next batch
+    if not finish:
+        return batches, current + waiting
+    while waiting:  # only rows that repeat each other's texts are left
+        waiting = fill(waiting)
+        batches.append(current)
+        current, seen = [], set()
+    if current:
+        batches.append(current)
+    return batches, []
 
 
 class GroupByLabelBatchSampler(BatchSampler):

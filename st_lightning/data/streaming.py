@@ -26,7 +26,7 @@ records the position of every batch the training loop takes and saves those in c
 from __future__ import annotations
 
 import logging
-from collections.abc import Hashable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,6 +37,7 @@ from datasets.distributed import split_dataset_by_node
 
 from st_lightning.data.collate import Batch, pad
 from st_lightning.data.columns import invalid_label_rows, invalid_text_rows
+from st_lightning.data.samplers import batches_without_repeats
 
 log = logging.getLogger(__name__)
 
@@ -231,29 +232,10 @@ class RowStream:
         if not self.no_duplicates:
             whole = len(block) // size * size
             return [block[i : i + size] for i in range(0, whole, size)], block[whole:]
-        batches: list[list[dict[str, Any]]] = []
-        current: list[dict[str, Any]] = []
-        seen: set[Hashable] = set()
-
-        def fill(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-            rest = []
-            for row in rows:
-                texts = {row[c] for c in self.source.inputs}
-                if len(current) < size and seen.isdisjoint(texts):
-                    current.append(row)
-                    seen.update(texts)
-                else:
-                    rest.append(row)
-            return rest
-
-        waiting: list[dict[str, Any]] = []
-        for row in block:
-            waiting += fill([row])
-            if len(current) == size:
-                batches.append(current)
-                current, seen = [], set()
-                waiting = fill(waiting)  # rows that waited go first into the next batch
-        left = current + waiting
+        inputs = self.source.inputs
+        batches, left = batches_without_repeats(
+            block, lambda row: {row[c] for c in inputs}, size, finish=False
+        )
         if len(left) > max(self.shuffle_buffer // 2, 2 * size):
             raise ValueError(
                 f"Dataset {self.source.name!r}: {len(left)} rows of a block of {len(block)} "
