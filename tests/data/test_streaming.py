@@ -289,3 +289,11 @@ def test_a_plain_batch_sampler_is_the_default_for_streams(tiny, tmp_path):
     spec = DatasetSpec(write_shards(tmp_path, "d", 1, 10), streaming=True)
     dm = streaming(tiny, {"d": spec}, batch_sampler=BatchSampler)
     assert dm.no_duplicates is False
+
+
+def test_a_hub_id_streams_only_online_and_says_so(tiny):
+    # Hub ids go to the same reader (load_dataset(..., streaming=True)); offline, the error says
+    # the Hub is off instead of failing inside the first step.
+    spec = DatasetSpec("sentence-transformers/all-nli", "triplet", streaming=True)
+    with pytest.raises(FileNotFoundError, match=r"cannot stream .*offline \(HF_HUB_OFFLINE=1\)"):
+        streaming(tiny, {"nli": spec})
