@@ -189,18 +189,42 @@ def nli_run(streaming: bool, steps: int, warmup: int, workers: int, out: str) ->
     Path(out, "rate.json").write_text(json.dumps({"samples_per_s": rate}))
 
 
-def child(args: list[str], out: Path, sample_memory: bool = False) -> list[tuple[float, int]]:
+def child(args: list[str], sample_memory: bool = False) -> list[tuple[float, int]]:
+    """Run this script's `--child` part; with `sample_memory`, (time.perf_counter(), resident
+    bytes of the child and its workers) every second. perf_counter is the system's monotonic
+    clock, so the times compare with those the child records."""
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
     proc = subprocess.Popen([sys.executable, __file__, "--child", *args], cwd=ROOT, env=env)
     samples: list[tuple[float, int]] = []
-    start = time.perf_counter()
     while proc.poll() is None:
         if sample_memory:
-            samples.append((time.perf_counter() - start, tree_rss(proc.pid)))
+            samples.append((time.perf_counter(), tree_rss(proc.pid)))
         time.sleep(1.0)
     if proc.returncode != 0:
         raise SystemExit(f"child {args} failed with {proc.returncode}")
     return samples
+
+
+def memory_while_training(samples: list[tuple[float, int]], started: float, ended: float) -> dict:
+    """Resident memory from the process start (`started`) to the last training step
+    (`ended`): later samples are the teardown (workers exiting), not the run. Flat: after
+    the first minute, every sample within 10% of the value at the end of training."""
+    run = [(t - started, r) for t, r in samples if r > 0 and t <= ended]
+    end = run[-1][1]
+    after_minute = [r for t, r in run if t >= 60.0]
+    drift = max(abs(r - end) / end for r in after_minute) if after_minute else None
+    return {
+        "rss_mb": [(round(t, 1), round(r / 2**20, 1)) for t, r in run],
+        "rss_end_mb": round(end / 2**20, 1),
+        "rss_min_after_first_minute_mb": round(min(after_minute) / 2**20, 1)
+        if after_minute
+        else None,
+        "rss_max_after_first_minute_mb": round(max(after_minute) / 2**20, 1)
+        if after_minute
+        else None,
+        "rss_drift_after_first_minute": round(drift, 4) if drift is not None else None,
+        "flat": drift is not None and drift <= 0.10,
+    }
 
 
 def scale(args: argparse.Namespace, work: Path) -> dict:
@@ -210,18 +234,14 @@ def scale(args: argparse.Namespace, work: Path) -> dict:
     generated = time.perf_counter() - t0
     out = work / "scale"
     out.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
     memory = child(
         ["scale", str(folder), str(args.rows), str(args.batch_size), str(args.workers), str(out)],
-        out,
         sample_memory=True,
     )
     steps = json.loads((out / "steps.json").read_text())
     times = steps["times"]
     train_s = times[-1] - steps["start"]
-    memory = [(t, r) for t, r in memory if r > 0]  # the last sample may follow the exit
-    end_rss = memory[-1][1]
-    after_minute = [r for t, r in memory if t >= 60.0]
-    drift = max(abs(r - end_rss) for r in after_minute) / end_rss if after_minute else None
     return {
         "rows": args.rows,
         "shards": args.shards,
@@ -232,13 +252,7 @@ def scale(args: argparse.Namespace, work: Path) -> dict:
         "generate_s": round(generated, 1),
         "train_s": round(train_s, 1),
         "rows_per_s": round(steps["steps"] * steps["batch"] / train_s),
-        "rss_mb": [(round(t, 1), round(r / 2**20, 1)) for t, r in memory],
-        "rss_end_mb": round(end_rss / 2**20, 1),
-        "rss_max_after_first_minute_mb": round(max(after_minute) / 2**20, 1)
-        if after_minute
-        else None,
-        "rss_drift_after_first_minute": round(drift, 4) if drift is not None else None,
-        "flat": drift is not None and drift <= 0.10,
+        **memory_while_training(memory, started, times[-1]),
     }
 
 
@@ -270,7 +284,7 @@ def render(results: dict) -> str:
     lines = [
         "# Streaming training data",
         "",
-        f"Machine: {results['machine']}. Command: `{results['command']}`.",
+        f"Machine: {results['machine']}. Each part's command is under its heading.",
         "",
     ]
     if "scale" in results:
@@ -278,13 +292,17 @@ def render(results: dict) -> str:
         lines += [
             f"## {s['rows_streamed']:,} generated rows streamed through training (tiny BERT)",
             "",
-            "| rows | shards | batch | workers | train s | rows/s | RSS end MB | "
-            "max RSS after 1st minute MB | drift | flat (<= 10%) |",
+            "| rows | shards | batch | workers | train s | rows/s | RSS at the end MB | "
+            "RSS after the 1st minute MB | largest drift from the end | flat (<= 10%) |",
             "|---|---|---|---|---|---|---|---|---|---|",
             f"| {s['rows_streamed']:,} | {s['shards']} | {s['batch_size']} | {s['workers']} | "
             f"{s['train_s']} | {s['rows_per_s']:,} | {s['rss_end_mb']} | "
-            f"{s['rss_max_after_first_minute_mb']} | {s['rss_drift_after_first_minute']} | "
+            f"{s['rss_min_after_first_minute_mb']}-{s['rss_max_after_first_minute_mb']} | "
+            f"{s['rss_drift_after_first_minute']} | "
             f"{s['flat']} |",
+            "",
+            *([s["note"], ""] if s.get("note") else []),
+            f"`{s.get('command', '')}`",
             "",
             "Resident memory (training process and its DataLoader workers), MB, by minute:",
             "",
@@ -302,7 +320,7 @@ def render(results: dict) -> str:
             "",
             "Read, check, shuffle, no-duplicates batching, all-MiniLM-L6-v2's tokenizer at max "
             f"length 128, padding: **{r['rows_per_s']:,} rows/s** ({r['batches']} batches of "
-            f"{r['batch_size']} generated pairs).",
+            f"{r['batch_size']} generated pairs). `{r.get('command', '')}`",
             "",
         ]
     if "nli" in results:
@@ -322,6 +340,16 @@ def render(results: dict) -> str:
                 f"| {name} | {', '.join(map(str, values))} | {n['mean_samples_per_s'][name]} |"
             )
         lines += ["", f"Streamed / in memory: **{n['ratio_streamed_to_in_memory']}**", ""]
+        lines += [f"`{n.get('command', '')}`", ""]
+        if "nli_earlier" in results:
+            e = results["nli_earlier"]
+            lines += [
+                f"An earlier run ({e['repeats']} of each, {e['steps']} steps): in memory "
+                f"{e['mean_samples_per_s']['in memory']}, streamed "
+                f"{e['mean_samples_per_s']['streamed']} samples/s, ratio "
+                f"{e['ratio_streamed_to_in_memory']}.",
+                "",
+            ]
     return "\n".join(lines)
 
 
@@ -352,14 +380,15 @@ def main() -> None:
     out = Path(args.out)
     if out.with_suffix(".json").exists():  # one part at a time keeps the other's results
         previous = json.loads(out.with_suffix(".json").read_text())
-        results.update({k: v for k, v in previous.items() if k in ("scale", "reader", "nli")})
+        parts = ("scale", "reader", "nli", "nli_earlier")
+        results.update({k: v for k, v in previous.items() if k in parts})
     if args.only in (None, "scale"):
-        results["scale"] = scale(args, work)
+        results["scale"] = {**scale(args, work), "command": results["command"]}
     if args.only in (None, "reader"):
         generate(work / "shards", args.rows, args.shards)
-        results["reader"] = reader_rate(work / "shards", 400)
+        results["reader"] = {**reader_rate(work / "shards", 400), "command": results["command"]}
     if args.only in (None, "nli"):
-        results["nli"] = nli(args, work)
+        results["nli"] = {**nli(args, work), "command": results["command"]}
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps(results, indent=1))
     table = render(results)
