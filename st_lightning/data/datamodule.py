@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import os
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal
 
 import lightning as L
@@ -152,6 +152,14 @@ class EmbeddingDataModule(L.LightningDataModule):
             self._tokenizer = AutoTokenizer.from_pretrained(resolve_model_path(self._tokenizer))
         return self._tokenizer
 
+    def max_length(self) -> int:
+        """Tokens per text: `max_seq_length`, else the tokenizer's limit, at most 512."""
+        return self.max_seq_length or min(self.tokenizer.model_max_length, 512)
+
+    def prompt_lengths(self, prompts: Sequence[str]) -> tuple[int, ...]:
+        """Tokens of each prompt without the closing special token (left out of pooling)."""
+        return tuple(len(self.tokenizer(p)["input_ids"]) - 1 if p else 0 for p in prompts)
+
     def setup(self, stage: str | None = None) -> None:
         if self.tokenized or self.streams:
             return
@@ -183,7 +191,7 @@ class EmbeddingDataModule(L.LightningDataModule):
         """Load, check (column roles, invalid rows) and tokenize named datasets once; returns
         them and their prompts per column (eval datasets take their training dataset's)."""
         tokenizer = self.tokenizer
-        max_length = self.max_seq_length or min(tokenizer.model_max_length, 512)
+        max_length = self.max_length()
         raw = {name: load_source(spec, f"{kind}{name}") for name, spec in specs.items()}
         roles = {name: column_roles(name, ds.column_names) for name, ds in raw.items()}
         if prompts is None:
@@ -205,7 +213,7 @@ class EmbeddingDataModule(L.LightningDataModule):
                 num_proc=self.tokenize_num_proc,
                 desc=f"Tokenizing {kind}{name}",
             )
-            lengths = tuple(len(tokenizer(p)["input_ids"]) - 1 if p else 0 for p in col_prompts)
+            lengths = self.prompt_lengths(col_prompts)
             out[name] = TokenizedDataset(
                 name, tokens, roles[name].inputs, roles[name].label, lengths
             )
@@ -224,7 +232,6 @@ class EmbeddingDataModule(L.LightningDataModule):
         if self.num_workers > 0:
             # Workers are forked after the main process tokenized (evaluation data).
             os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-        tokenizer = self.tokenizer
         opened = {name: open_stream(spec, name) for name, spec in self.specs.items()}
         heads = {name: first_rows(ds, name) for name, (ds, _, _) in opened.items()}
         roles = {name: column_roles(name, list(head[0])) for name, head in heads.items()}
@@ -239,9 +246,7 @@ class EmbeddingDataModule(L.LightningDataModule):
                 inputs=inputs,
                 label=label,
                 prompts=col_prompts,
-                prompt_lengths=tuple(
-                    len(tokenizer(p)["input_ids"]) - 1 if p else 0 for p in col_prompts
-                ),
+                prompt_lengths=self.prompt_lengths(col_prompts),
                 num_rows=num_rows,
                 head=heads[name],
                 source=source,
@@ -410,7 +415,7 @@ class EmbeddingDataModule(L.LightningDataModule):
             list(self.streams.values()),
             self.schedule,  # type: ignore[arg-type]
             tokenizer=self.tokenizer,
-            max_length=self.max_seq_length or min(self.tokenizer.model_max_length, 512),
+            max_length=self.max_length(),
             pad_id=self.tokenizer.pad_token_id or 0,
             token_type_ids="token_type_ids" in self.tokenizer.model_input_names,
             batch_size=self.batch_size,

@@ -285,10 +285,11 @@ def test_mixing_by_size_needs_known_sizes(tiny, tmp_path):
     assert streaming(tiny, {"d": sized, "e": sized}).schedule is not None
 
 
-def test_a_plain_batch_sampler_is_the_default_for_streams(tiny, tmp_path):
+def test_a_plain_batch_sampler_batches_streams_without_the_repeat_check(tiny, tmp_path):
     spec = DatasetSpec(write_shards(tmp_path, "d", 1, 10), streaming=True)
     dm = streaming(tiny, {"d": spec}, batch_sampler=BatchSampler)
     assert dm.no_duplicates is False
+    assert [b.size for b in take(dm, 2)] == [4, 4]
 
 
 def test_a_hub_id_streams_only_online_and_says_so(tiny):
